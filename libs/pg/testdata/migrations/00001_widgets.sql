@@ -1,0 +1,7 @@
+-- +goose Up
+CREATE TABLE widgets (
+    id   bigint PRIMARY KEY,
+    name text   NOT NULL
+);
+-- +goose Down
+DROP TABLE widgets;

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# `make test` (and `make ci`, which CI runs): every test against real dependencies that this
+# script provides, installing them when missing. Nothing is skipped for want of a dependency: a
+# missing one fails the run with its name.
+#
+# Usage: scripts/test.sh [all|integration|e2e]
+#   integration  all Go tests of every module (-race -shuffle=on -count=1) with TEST_DATABASE_URL
+#   e2e          a separate platform instance (MOAT_INSTANCE=e2e, fresh e2e_* databases and NATS
+#                store) and the black-box suite in e2e/ against it
+#   all          integration, then make lint, check-modules, check-generated, then e2e (default)
+#
+# PostgreSQL is the private cluster of scripts/lib.sh. When it is already running (make run in
+# another terminal), it is reused and left running; otherwise it is stopped at the end.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+phase=${1:-all}
+case ${phase} in
+all | integration | e2e) ;;
+*) die "usage: $0 [all|integration|e2e]" ;;
+esac
+
+TEST_FLAGS=(-race -shuffle=on -count=1)
+E2E_INSTANCE=e2e
+E2E_STATE="${MOAT_DIR}/${E2E_INSTANCE}"
+e2e_started=0
+
+section() {
+	printf '\n==> %s\n' "$*" >&2
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if ((e2e_started)); then
+		MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_KEEP_PG=1 "${MOAT_ROOT}/scripts/dev-down.sh" || rc=1
+	fi
+	if ((${PG_STARTED:-0})); then
+		pg_stop || rc=1
+	fi
+	exit "${rc}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+require_go
+command -v gcc >/dev/null 2>&1 || die "gcc is missing: go test -race needs cgo and a C compiler (apt-get install -y gcc libc6-dev)"
+command -v git >/dev/null 2>&1 || die "git is missing (apt-get install -y git)"
+cd "${MOAT_ROOT}"
+
+section "tools"
+make tools
+
+section "PostgreSQL"
+pg_start
+if ((PG_STARTED)); then
+	log "PostgreSQL started for this run; it is stopped at the end"
+else
+	log "PostgreSQL was already running; reusing it and leaving it running"
+fi
+TEST_DATABASE_URL="$(pg_superuser_url)"
+export TEST_DATABASE_URL
+
+run_go_tests() {
+	local pkgs
+	pkgs="$(go list -m -f '{{.Path}}/...')" || die "go list -m failed: every module in go.work must exist"
+	section "go test ${TEST_FLAGS[*]} (every module, TEST_DATABASE_URL set)"
+	# shellcheck disable=SC2086 # one pattern per module
+	go test "${TEST_FLAGS[@]}" ${pkgs}
+}
+
+run_e2e() {
+	section "e2e: platform instance '${E2E_INSTANCE}'"
+	# Start from nothing: empty databases (MOAT_DB_RESET) and a fresh NATS store.
+	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_KEEP_PG=1 "${MOAT_ROOT}/scripts/dev-down.sh"
+	rm -rf "${E2E_STATE}"
+	e2e_started=1
+	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_DB_RESET=1 "${MOAT_ROOT}/scripts/dev-up.sh"
+
+	section "go test -tags e2e (black-box, against ${E2E_STATE#"${MOAT_ROOT}/"}/platform.env)"
+	(
+		set -a
+		# shellcheck source=/dev/null
+		source "${E2E_STATE}/platform.env"
+		set +a
+		go test -count=1 -race -tags e2e github.com/moat-ai/moat/e2e/...
+	)
+
+	section "e2e: stopping the platform instance"
+	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_KEEP_PG=1 "${MOAT_ROOT}/scripts/dev-down.sh"
+	e2e_started=0
+	local left
+	mapfile -t left < <(tagged_pids "${E2E_STATE}")
+	mapfile -t left < <(live_pids "${left[@]}")
+	((${#left[@]} == 0)) || die "e2e left processes running: ${left[*]}"
+	log "no service or nats-server process of the e2e platform is left"
+}
+
+case ${phase} in
+integration)
+	run_go_tests
+	;;
+e2e)
+	run_e2e
+	;;
+all)
+	run_go_tests
+	section "make lint"
+	make lint
+	section "make check-modules"
+	make check-modules
+	section "make check-generated"
+	make check-generated
+	run_e2e
+	;;
+esac
+
+if ((PG_STARTED)); then
+	section "stopping PostgreSQL"
+	pg_stop
+	PG_STARTED=0
+	mapfile -t left < <(pg_leftover_pids)
+	((${#left[@]} == 0)) || die "PostgreSQL processes left running: ${left[*]}"
+	log "no PostgreSQL process of this run is left"
+fi
+section "all ${phase} checks passed"
