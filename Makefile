@@ -12,8 +12,10 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPC_GATEWAY_VERSION       := v2.33.0
 GOLANGCI_LINT_VERSION      := v2.15.0
+# npm package with the googleapis protos (google/api, google/rpc) copied into proto/google when imported.
+GOOGLE_PROTO_FILES_VERSION := 6.0.1
 export NATS_SERVER_VERSION BUF_VERSION PROTOC_GEN_GO_VERSION PROTOC_GEN_GO_GRPC_VERSION \
-	GRPC_GATEWAY_VERSION GOLANGCI_LINT_VERSION
+	GRPC_GATEWAY_VERSION GOLANGCI_LINT_VERSION GOOGLE_PROTO_FILES_VERSION
 
 SERVICES := gateway identity config billing audit
 MODULE   := github.com/moat-ai/moat
@@ -24,7 +26,7 @@ TEST_FLAGS := -race -shuffle=on -count=1
 help: ## List targets.
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9_-]+:.*## /{printf "  %-18s %s\n",$$1,$$2}' $(MAKEFILE_LIST)
 
-tools: ## Install the pinned tools into ./bin (skips those already at the pinned version).
+tools: ## Install the pinned tools into ./bin (skips those at the pinned version) and imported googleapis protos.
 	./scripts/tools.sh
 
 generate: tools ## Generate Go and OpenAPI code from proto/ with buf and the local plugins.

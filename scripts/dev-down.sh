@@ -66,7 +66,9 @@ if ((purge)); then
 		fi
 		if [[ -L ${MOAT_DIR}/pg ]]; then
 			target="$(readlink -f "${MOAT_DIR}/pg" || true)"
-			[[ -n ${target} && ${target} == /var/lib/moat/* ]] && rm -rf "${target}"
+			if [[ ${target} =~ ^/var/lib/moat/[0-9a-f]+/pg$ ]]; then
+				rm -rf "$(dirname "${target}")"
+			fi
 		fi
 		rm -rf "${MOAT_DIR}"
 		log "deleted .moat (cluster, NATS store, logs, secrets)"

@@ -167,8 +167,9 @@ pick_port() {
 	port="$(env_get "${file}" "${key}")"
 	port=${port:-${default}}
 	if ! port_available "${port}"; then
-		log "port ${port} (${key}) is taken by another process; picking a new one"
+		local taken=${port}
 		port="$(free_port "${default}")"
+		log "${key}: port ${taken} is taken by another process; using ${port}"
 	fi
 	env_set "${file}" "${key}" "${port}"
 	claim_port "${port}"
@@ -272,10 +273,7 @@ stop_pids() {
 	kill -TERM "$@" 2>/dev/null || true
 	deadline=$((SECONDS + grace))
 	while :; do
-		alive=()
-		for pid in "$@"; do
-			kill -0 "${pid}" 2>/dev/null && alive+=("${pid}")
-		done
+		mapfile -t alive < <(live_pids "$@")
 		((${#alive[@]} == 0)) && return 0
 		if ((SECONDS >= deadline)); then
 			warn "${label}: pid(s) ${alive[*]} ignored SIGTERM for ${grace}s; sending SIGKILL"
@@ -349,6 +347,57 @@ ensure_tool() {
 		printf '%s\n' "${version}" >"${MOAT_BIN}/.${name}.version"
 	fi
 	tool_installed "${name}" "${version}" || die "${name} installed but does not report version ${version}"
+}
+
+# ensure_googleapis copies the googleapis files that proto/moat imports (google/api/..., google/rpc/...,
+# and what those import in turn) into proto/google/, from the pinned npm package google-proto-files.
+# They are third-party code: git-ignored, never linted or generated. Nothing happens when no proto
+# imports them. Well-known types (google/protobuf/...) come with buf itself.
+ensure_googleapis() {
+	local version wanted=() queue=() f dep stamp="${MOAT_ROOT}/proto/google/.version" src
+	version="$(tool_version GOOGLE_PROTO_FILES_VERSION)"
+	mapfile -t wanted < <(proto_google_imports "${MOAT_ROOT}/proto/moat")
+	((${#wanted[@]} > 0)) || return 0
+	if [[ "$(cat "${stamp}" 2>/dev/null)" == "${version}" ]]; then
+		for f in "${wanted[@]}"; do
+			[[ -f ${MOAT_ROOT}/proto/${f} ]] || break
+		done
+		[[ -f ${MOAT_ROOT}/proto/${f} ]] && return 0
+	fi
+	if ! command -v npm >/dev/null 2>&1; then
+		apt_install npm
+	fi
+	src="${MOAT_DIR}/npm/google-proto-files-${version}"
+	if [[ ! -d ${src}/package/google ]]; then
+		log "fetching google-proto-files ${version} (npm) for the googleapis protos"
+		rm -rf "${src}"
+		mkdir -p "${src}"
+		(cd "${src}" && npm pack --silent "google-proto-files@${version}" >/dev/null) ||
+			die "npm pack google-proto-files@${version} failed"
+		tar -xzf "${src}"/google-proto-files-*.tgz -C "${src}"
+	fi
+	rm -rf "${MOAT_ROOT}/proto/google"
+	queue=("${wanted[@]}")
+	while ((${#queue[@]} > 0)); do
+		f=${queue[0]}
+		queue=("${queue[@]:1}")
+		[[ -f ${MOAT_ROOT}/proto/${f} ]] && continue
+		[[ -f ${src}/package/${f} ]] || die "google-proto-files ${version} has no ${f}"
+		mkdir -p "$(dirname "${MOAT_ROOT}/proto/${f}")"
+		cp "${src}/package/${f}" "${MOAT_ROOT}/proto/${f}"
+		while IFS= read -r dep; do
+			queue+=("${dep}")
+		done < <(proto_google_imports "${MOAT_ROOT}/proto/${f}")
+	done
+	printf '%s\n' "${version}" >"${stamp}"
+	log "googleapis protos in proto/google/ (google-proto-files ${version}): ${wanted[*]}"
+}
+
+# proto_google_imports PATH prints the google/... imports (other than well-known types) of the
+# .proto files under PATH.
+proto_google_imports() {
+	grep -rhoE --include='*.proto' '^import[[:space:]]+(public[[:space:]]+|weak[[:space:]]+)?"google/[^"]+"' "$1" 2>/dev/null |
+		sed -E 's/.*"(google\/[^"]+)"/\1/' | grep -v '^google/protobuf/' | sort -u || true
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ if [[ -f .golangci.yml ]]; then
 else
 	failed+=("golangci-lint: .golangci.yml is missing at the repository root")
 fi
-mapfile -t modules < <(go list -m -f '{{.Dir}}') || die "go list -m failed: every module in go.work must exist"
+module_dirs="$(go list -m -f '{{.Dir}}')" || die "go list -m failed: every module in go.work must exist"
+mapfile -t modules <<<"${module_dirs}"
 for dir in "${modules[@]}"; do
 	tags=()
-	# The e2e suite only compiles with its build tag.
+	# The e2e suite only compiles with its build tag. Concurrent runs (other checkouts) wait for the
+	# shared lock instead of failing.
 	[[ ${dir} == "${MOAT_ROOT}/e2e" ]] && tags=(--build-tags=e2e)
 	log "golangci-lint run in $(rel "${dir}")"
-	(cd "${dir}" && "${MOAT_BIN}/golangci-lint" run "${config[@]}" "${tags[@]}" ./...) ||
+	(cd "${dir}" && "${MOAT_BIN}/golangci-lint" run --allow-serial-runners "${config[@]}" "${tags[@]}" ./...) ||
 		failed+=("golangci-lint in $(rel "${dir}")")
 done
 

@@ -124,4 +124,4 @@ if ((PG_STARTED)); then
 	((${#left[@]} == 0)) || die "PostgreSQL processes left running: ${left[*]}"
 	log "no PostgreSQL process of this run is left"
 fi
-section "all ${phase} checks passed"
+section "scripts/test.sh ${phase}: everything passed"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the pinned tools (versions in the Makefile) into ./bin, skipping those already there.
-# Usage: scripts/tools.sh [TOOL...]   (default: all of them)
+# Installs the pinned tools (versions in the Makefile) into ./bin, skipping those already there,
+# then the googleapis protos that proto/moat imports, if any (see ensure_googleapis in lib.sh).
+# Usage: scripts/tools.sh [TOOL...]   (default: all of them, and the googleapis protos)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,3 +15,6 @@ for tool in "${tools[@]}"; do
 	ensure_tool "${tool}"
 done
 log "tools ready in bin/: ${tools[*]}"
+if (($# == 0)); then
+	ensure_googleapis
+fi

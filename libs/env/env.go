@@ -31,33 +31,42 @@ func Load(ctx context.Context, getenv func(string) string, target any) error {
 	return errors.New(rename(err.Error(), target))
 }
 
-// rename replaces a leading "Field:" in msg by the field's variable name,
-// and hides the message's detail when the variable may hold a secret.
+// rename replaces the leading field path in msg ("Serve: DrainTimeout: ...",
+// as go-envconfig reports nested fields) by the variable's name, and hides
+// the detail when the variable may hold a secret.
 func rename(msg string, target any) string {
 	t := reflect.TypeOf(target)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return msg
-	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		prefix := f.Name + ": "
-		if !strings.HasPrefix(msg, prefix) {
-			continue
+	rest := msg
+	for {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		name = strings.TrimSpace(name)
-		if name == "" {
+		if t.Kind() != reflect.Struct {
 			return msg
 		}
-		if secretName(name) {
-			return name + ": invalid value"
+		f, after, ok := fieldPrefix(t, rest)
+		if !ok {
+			return msg
 		}
-		return name + ": " + strings.TrimPrefix(msg, prefix)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if name = strings.TrimSpace(name); name != "" {
+			if secretName(name) {
+				return name + ": invalid value"
+			}
+			return name + ": " + after
+		}
+		t, rest = f.Type, after
 	}
-	return msg
+}
+
+func fieldPrefix(t reflect.Type, msg string) (reflect.StructField, string, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if after, ok := strings.CutPrefix(msg, f.Name+": "); ok {
+			return f, after, true
+		}
+	}
+	return reflect.StructField{}, "", false
 }
 
 func secretName(name string) bool {

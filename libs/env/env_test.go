@@ -10,7 +10,12 @@ import (
 	"github.com/moat-ai/moat/libs/env"
 )
 
+type nested struct {
+	Drain time.Duration `env:"DRAIN, default=1s"`
+}
+
 type config struct {
+	Serve       nested
 	Addr        string        `env:"ADDR, default=:8080"`
 	Timeout     time.Duration `env:"TIMEOUT, default=5s"`
 	Replicas    int           `env:"REPLICAS"`
@@ -25,9 +30,10 @@ func TestLoad(t *testing.T) {
 		want    config
 		wantErr string
 	}{
-		{"defaults", nil, config{Addr: ":8080", Timeout: 5 * time.Second}, ""},
-		{"empty means unset", map[string]string{"ADDR": ""}, config{Addr: ":8080", Timeout: 5 * time.Second}, ""},
-		{"values", map[string]string{"ADDR": ":1", "TIMEOUT": "1m", "REPLICAS": "3"}, config{Addr: ":1", Timeout: time.Minute, Replicas: 3}, ""},
+		{"defaults", nil, config{Serve: nested{time.Second}, Addr: ":8080", Timeout: 5 * time.Second}, ""},
+		{"empty means unset", map[string]string{"ADDR": ""}, config{Serve: nested{time.Second}, Addr: ":8080", Timeout: 5 * time.Second}, ""},
+		{"values", map[string]string{"ADDR": ":1", "TIMEOUT": "1m", "REPLICAS": "3"}, config{Serve: nested{time.Second}, Addr: ":1", Timeout: time.Minute, Replicas: 3}, ""},
+		{"nested field error names the variable", map[string]string{"DRAIN": "x"}, config{}, `DRAIN: time: invalid duration "x"`},
 		{"error names the variable", map[string]string{"TIMEOUT": "soon"}, config{}, `TIMEOUT: time: invalid duration "soon"`},
 		{"secret values are not echoed", map[string]string{"DATABASE_URL": "x", "REPLICAS": "x"}, config{}, "REPLICAS: "},
 	}

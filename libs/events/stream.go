@@ -118,3 +118,23 @@ func Drain(nc *nats.Conn, timeout time.Duration) {
 		nc.Close()
 	}
 }
+
+// Config is the part of a service's configuration that concerns NATS.
+type Config struct {
+	NATSURL string `env:"NATS_URL, default=nats://127.0.0.1:4222"`
+	// NATSReplicas is the replica count of the streams the service owns:
+	// 1 locally, 3 in a clustered install.
+	NATSReplicas int `env:"NATS_REPLICAS, default=1"`
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("NATS_URL is required"))
+	}
+	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
+		errs = append(errs, fmt.Errorf("NATS_REPLICAS must be 1 to 5, got %d", c.NATSReplicas))
+	}
+	return errors.Join(errs...)
+}

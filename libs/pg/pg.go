@@ -76,3 +76,17 @@ func InTx(ctx context.Context, db Beginner, fn func(pgx.Tx) error) (err error) {
 	}
 	return nil
 }
+
+// Config is the part of a service's configuration that concerns its
+// database.
+type Config struct {
+	DatabaseURL string `env:"DATABASE_URL"`
+}
+
+// Validate reports a missing URL.
+func (c Config) Validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("DATABASE_URL is required")
+	}
+	return nil
+}

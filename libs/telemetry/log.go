@@ -121,3 +121,13 @@ func ParseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("unknown log level %q, want debug, info, warn or error", s)
 	}
 }
+
+// NewLogger returns a JSON logger at the named level (see ParseLevel) that
+// writes to w and tags every record with the service name.
+func NewLogger(w io.Writer, level, service string) (*slog.Logger, error) {
+	l, err := ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(NewHandler(w, l)).With("service", service), nil
+}

@@ -8,8 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -271,5 +273,16 @@ func sampler(name string, ratio float64) sdktrace.Sampler {
 		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
 	default:
 		return sdktrace.ParentBased(sdktrace.AlwaysSample())
+	}
+}
+
+// Close flushes and stops the providers within five seconds, logging a
+// failure instead of returning it: it runs last, deferred, when nothing can
+// act on the error any more.
+func (t *Telemetry) Close(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn("flush telemetry", "err", err)
 	}
 }

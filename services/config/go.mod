@@ -2,10 +2,7 @@ module github.com/moat-ai/moat/services/config
 
 go 1.26.0
 
-require (
-	github.com/moat-ai/moat/libs v0.0.0
-	golang.org/x/sync v0.25.0
-)
+require github.com/moat-ai/moat/libs v0.0.0
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
@@ -59,6 +56,7 @@ require (
 	go.uber.org/multierr v1.11.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.16.0 // indirect

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -49,7 +51,7 @@ type Process struct {
 }
 
 // Start runs run(ctx, args, env.Getenv, log) in a goroutine. The test's
-// cleanup cancels it and fails if it does not return within 30s.
+// cleanup cancels it and fails unless it returns nil within 30s.
 func Start(t testing.TB, run func(context.Context, []string, func(string) string, io.Writer) error, env Env, args ...string) *Process {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -58,7 +60,10 @@ func Start(t testing.TB, run func(context.Context, []string, func(string) string
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-p.done:
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("service returned %v after cancellation, want nil; log:\n%s", err, p.Log)
+			}
 		case <-time.After(30 * time.Second):
 			t.Errorf("service did not stop within 30s; log:\n%s", p.Log)
 		}
@@ -81,14 +86,14 @@ func (p *Process) Stop(t testing.TB, within time.Duration) error {
 	}
 }
 
-// Exited reports Run's result if it has already returned.
-func (p *Process) Exited() (error, bool) { //nolint:revive // mirrors a map lookup: (value, ok)
+// Exited reports whether Run has returned, and its result if so.
+func (p *Process) Exited() (exited bool, err error) {
 	select {
 	case err := <-p.done:
 		p.done <- err
-		return err, true
+		return true, err
 	default:
-		return nil, false
+		return false, nil
 	}
 }
 
@@ -104,7 +109,7 @@ func WaitServing(t testing.TB, p *Process, addr string, within time.Duration) {
 	client := healthpb.NewHealthClient(conn)
 	deadline := time.Now().Add(within)
 	for {
-		if err, ok := p.Exited(); ok {
+		if exited, err := p.Exited(); exited {
 			t.Fatalf("service exited before serving: %v; log:\n%s", err, p.Log)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -181,3 +186,30 @@ func (b *SyncBuffer) String() string {
 func (b *SyncBuffer) Contains(s string) bool { return strings.Contains(b.String(), s) }
 
 var _ fmt.Stringer = (*SyncBuffer)(nil)
+
+// WaitStream polls the NATS server at natsURL until stream exists.
+func WaitStream(t testing.TB, p *Process, natsURL, stream string, within time.Duration) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatalf("connect nats: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.Stream(ctx, stream)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s not created within %v (%v); log:\n%s", stream, within, err, p.Log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

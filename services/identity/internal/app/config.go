@@ -3,22 +3,19 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
-	"time"
 
 	"github.com/moat-ai/moat/libs/env"
+	"github.com/moat-ai/moat/libs/events"
+	"github.com/moat-ai/moat/libs/pg"
+	"github.com/moat-ai/moat/libs/serve"
 )
 
 // Config is the identity service's whole configuration, read from the
 // environment only.
 type Config struct {
-	GRPCAddr     string        `env:"GRPC_ADDR, default=:9091"`
-	HTTPAddr     string        `env:"HTTP_ADDR, default=:8081"`
-	DatabaseURL  string        `env:"DATABASE_URL"`
-	NATSURL      string        `env:"NATS_URL, default=nats://127.0.0.1:4222"`
-	NATSReplicas int           `env:"NATS_REPLICAS, default=1"`
-	LogLevel     string        `env:"LOG_LEVEL, default=info"`
-	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=10s"`
+	Serve  serve.Config
+	Events events.Config
+	DB     pg.Config
 }
 
 // LoadConfig reads Config through getenv and validates it.
@@ -32,18 +29,5 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
-	var errs []error
-	if c.DatabaseURL == "" {
-		errs = append(errs, errors.New("DATABASE_URL is required"))
-	}
-	if c.NATSURL == "" {
-		errs = append(errs, errors.New("NATS_URL is required"))
-	}
-	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
-		errs = append(errs, fmt.Errorf("NATS_REPLICAS must be 1 to 5, got %d", c.NATSReplicas))
-	}
-	if c.DrainTimeout <= 0 {
-		errs = append(errs, errors.New("DRAIN_TIMEOUT must be positive"))
-	}
-	return errors.Join(errs...)
+	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate())
 }
