@@ -120,7 +120,7 @@ mv -f "${tmp}" "${MOAT_PLATFORM_ENV}"
 			"$(rel "${MOAT_LOGS}/${svc}.log")"
 	done
 	printf '  %-10s %-22s %s\n' postgres "127.0.0.1:${PG_PORT}" \
-		"databases: $(printf '%s ' "${MOAT_DB_SERVICES[@]/#/${MOAT_DB_PREFIX}}")"
+		"databases: ${MOAT_DB_SERVICES[*]/#/${MOAT_DB_PREFIX}}"
 	printf '  %-10s %-22s %s\n' nats "127.0.0.1:${NATS_PORT}" "monitor: http://127.0.0.1:${NATS_MONITOR_PORT}"
 	echo
 	echo "  Gateway:   http://$(service_http_addr gateway)"

@@ -265,6 +265,19 @@ start_daemon() {
 	die "${name} did not start (no pid file); see $(rel "${logfile}")"
 }
 
+# wait_reaped SECONDS PID... waits until the exited PIDs are reaped by init (no zombie left in the
+# process table), for at most SECONDS.
+wait_reaped() {
+	local deadline=$((SECONDS + $1)) pid
+	shift
+	for pid in "$@"; do
+		while [[ -e /proc/${pid} ]] && ((SECONDS < deadline)); do
+			sleep 0.1
+		done
+	done
+	return 0
+}
+
 # stop_pids GRACE_SECONDS LABEL PID... sends SIGTERM, waits up to GRACE_SECONDS, then SIGKILLs stragglers.
 stop_pids() {
 	local grace=$1 label=$2 pid deadline alive
@@ -274,7 +287,10 @@ stop_pids() {
 	deadline=$((SECONDS + grace))
 	while :; do
 		mapfile -t alive < <(live_pids "$@")
-		((${#alive[@]} == 0)) && return 0
+		if ((${#alive[@]} == 0)); then
+			wait_reaped 3 "$@"
+			return 0
+		fi
 		if ((SECONDS >= deadline)); then
 			warn "${label}: pid(s) ${alive[*]} ignored SIGTERM for ${grace}s; sending SIGKILL"
 			kill -KILL "${alive[@]}" 2>/dev/null || true
@@ -696,7 +712,7 @@ pg_ensure_databases() {
 			REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 		SQL
 	done
-	log "databases ready: $(printf "%s " "${MOAT_DB_SERVICES[@]/#/${MOAT_DB_PREFIX}}")(each owned by its role)"
+	log "databases ready: ${MOAT_DB_SERVICES[*]/#/${MOAT_DB_PREFIX}} (each owned by its role)"
 }
 
 # ---------------------------------------------------------------------------------------------------
