@@ -516,3 +516,66 @@ func counterValue(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
 	}
 	return total
 }
+
+// While NATS is down the outbox keeps the events; when it is back the relay
+// publishes every one of them, and rows published long ago are purged.
+func TestRelaySurvivesNATSOutageAndPurgesOldRows(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)
+	srv := eventstest.NewServer(t)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	old := newEvent(t, "published-long-ago")
+	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return Enqueue(ctx, tx, nil, old) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE outbox SET published_at = now() - interval '2 hours' WHERE event_id = $1`, old.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	rctx, stopRelay := context.WithCancel(ctx)
+	defer stopRelay()
+	relay := &Relay{Pool: pool, JS: js, Stream: testStreamConfig, PollInterval: 50 * time.Millisecond, Retention: time.Hour}
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(rctx) }()
+	eventually(t, 10*time.Second, "old published row purged", func() bool {
+		return count(t, pool, `SELECT count(*) FROM outbox WHERE event_id = $1`, old.ID) == 0
+	})
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error {
+		for i := range 3 {
+			if err := Enqueue(ctx, tx, nil, newEvent(t, fmt.Sprintf("during-outage-%d", i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("enqueue while NATS is down: %v", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM outbox WHERE published_at IS NULL`); n != 3 {
+		t.Fatalf("pending rows during the outage = %d, want 3", n)
+	}
+
+	srv = srv.Restart(t)
+	eventually(t, 20*time.Second, "outbox to drain after NATS came back", func() bool {
+		return count(t, pool, `SELECT count(*) FROM outbox WHERE published_at IS NULL`) == 0
+	})
+	stopRelay()
+	if err := <-done; err != nil {
+		t.Fatalf("relay Run = %v", err)
+	}
+	if st := streamState(t, js); st.Msgs != 3 {
+		t.Errorf("stream holds %d messages, want the 3 enqueued during the outage", st.Msgs)
+	}
+}
