@@ -567,7 +567,7 @@ func TestRelaySurvivesNATSOutageAndPurgesOldRows(t *testing.T) {
 		t.Fatalf("pending rows during the outage = %d, want 3", n)
 	}
 
-	srv = srv.Restart(t)
+	srv.Restart(t)
 	eventually(t, 20*time.Second, "outbox to drain after NATS came back", func() bool {
 		return count(t, pool, `SELECT count(*) FROM outbox WHERE published_at IS NULL`) == 0
 	})
