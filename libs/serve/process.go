@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -58,49 +59,107 @@ func Subcommand(args []string) (string, error) {
 }
 
 // Servers are one process's gRPC and HTTP servers and the readiness they
-// share. Register APIs on GRPC and REST handlers on Mux, then call Run.
+// share. NewServers listens at once; add interceptors with Use, register
+// APIs on GRPC and handlers on Mux (or MountREST), then call Run.
 type Servers struct {
 	Health *Health
 	GRPC   *grpc.Server
 	// Mux already serves /healthz, /readyz and /metrics.
 	Mux *http.ServeMux
 
-	log *slog.Logger
-	tel *telemetry.Telemetry
-	cfg Config
+	log      *slog.Logger
+	tel      *telemetry.Telemetry
+	cfg      Config
+	grpcLis  net.Listener
+	httpLis  net.Listener
+	proxy    proxyMark
+	unary    []grpc.UnaryServerInterceptor
+	stream   []grpc.StreamServerInterceptor
+	restConn *grpc.ClientConn
 }
 
-// NewServers builds the servers of a process whose readiness is checks.
-func NewServers(log *slog.Logger, tel *telemetry.Telemetry, cfg Config, checks ...Check) *Servers {
-	h := NewHealth(checks...)
-	mux := http.NewServeMux()
-	h.Mount(mux)
-	mux.Handle("GET /metrics", tel.MetricsHandler())
-	return &Servers{Health: h, GRPC: NewGRPCServer(log, tel, h), Mux: mux, log: log, tel: tel, cfg: cfg}
-}
-
-// Run listens on both addresses, serves, and runs workers (outbox relays,
-// consumers, snapshot streams) until ctx ends or one of them fails. Then it
-// shuts down in order: readiness fails first, so load balancers stop
-// sending; the servers drain in-flight calls for at most DrainTimeout while
-// the workers stop. It returns after everything has stopped, with nil when
-// ctx ended it.
-func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) error) error {
-	grpcLis, err := Listen(s.cfg.GRPCAddr)
+// NewServers listens on the configured addresses and builds the servers of
+// a process whose readiness is checks.
+func NewServers(log *slog.Logger, tel *telemetry.Telemetry, cfg Config, checks ...Check) (*Servers, error) {
+	grpcLis, err := Listen(cfg.GRPCAddr)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	httpLis, err := Listen(s.cfg.HTTPAddr)
+	httpLis, err := Listen(cfg.HTTPAddr)
 	if err != nil {
 		_ = grpcLis.Close()
-		return err
+		return nil, err
 	}
+	mark, err := newProxyMark()
+	if err != nil {
+		_ = grpcLis.Close()
+		_ = httpLis.Close()
+		return nil, err
+	}
+	s := &Servers{log: log, tel: tel, cfg: cfg, grpcLis: grpcLis, httpLis: httpLis, proxy: mark}
+	s.Health = NewHealth(checks...)
+	s.Mux = http.NewServeMux()
+	s.Health.Mount(s.Mux)
+	s.Mux.Handle("GET /metrics", tel.MetricsHandler())
+	// The interceptors added by Use run inside these two, which read the
+	// REST proxy's forwarded address and then hand over to Use's chain.
+	s.GRPC = NewGRPCServer(log, tel, s.Health,
+		grpc.ChainUnaryInterceptor(s.proxy.unary, s.chainUnary),
+		grpc.ChainStreamInterceptor(s.proxy.stream, s.chainStream),
+	)
+	return s, nil
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (s *Servers) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the address the HTTP server listens on.
+func (s *Servers) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Use adds server interceptors (e.g. authentication), in order. Call it
+// before Run; it is not safe for use while serving.
+func (s *Servers) Use(u grpc.UnaryServerInterceptor, st grpc.StreamServerInterceptor) {
+	if u != nil {
+		s.unary = append(s.unary, u)
+	}
+	if st != nil {
+		s.stream = append(s.stream, st)
+	}
+}
+
+func (s *Servers) chainUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	next := handler
+	for i := len(s.unary) - 1; i >= 0; i-- {
+		ic, h := s.unary[i], next
+		next = func(ctx context.Context, req any) (any, error) { return ic(ctx, req, info, h) }
+	}
+	return next(ctx, req)
+}
+
+func (s *Servers) chainStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	next := handler
+	for i := len(s.stream) - 1; i >= 0; i-- {
+		ic, h := s.stream[i], next
+		next = func(srv any, ss grpc.ServerStream) error { return ic(srv, ss, info, h) }
+	}
+	return next(srv, ss)
+}
+
+// Run serves, and runs workers (outbox relays, consumers, snapshot
+// streams) until ctx ends or one of them fails. Then it shuts down in
+// order: readiness fails first, so load balancers stop sending; the servers
+// drain in-flight calls for at most DrainTimeout while the workers stop. It
+// returns after everything has stopped, with nil when ctx ended it.
+func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) error) error {
 	httpSrv := &http.Server{
 		Handler:           NewHTTPHandler(s.tel, s.Mux),
 		ReadHeaderTimeout: defaultReadHeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.log.Info("serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String())
+	s.log.Info("serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+	if s.restConn != nil {
+		defer s.restConn.Close()
+	}
 
 	serversCtx, stopServers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServers()
@@ -112,12 +171,12 @@ func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) erro
 		return nil
 	})
 	g.Go(func() error { return s.Health.Run(gctx) })
-	g.Go(func() error { return GRPC(serversCtx, s.GRPC, grpcLis, s.cfg.DrainTimeout) })
-	g.Go(func() error { return HTTP(serversCtx, httpSrv, httpLis, s.cfg.DrainTimeout) })
+	g.Go(func() error { return GRPC(serversCtx, s.GRPC, s.grpcLis, s.cfg.DrainTimeout) })
+	g.Go(func() error { return HTTP(serversCtx, httpSrv, s.httpLis, s.cfg.DrainTimeout) })
 	for _, w := range workers {
 		g.Go(func() error { return w(gctx) })
 	}
-	err = g.Wait()
+	err := g.Wait()
 	s.log.Info("stopped")
 	return err
 }
