@@ -65,7 +65,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer events.Drain(nc, cfg.Serve.DrainTimeout)
 
-	srv := serve.NewServers(log, tel, cfg.Serve, serve.Check{Name: "postgres", Fn: pool.Ping})
+	srv, err := serve.NewServers(log, tel, cfg.Serve, serve.Check{Name: "postgres", Fn: pool.Ping})
+	if err != nil {
+		return err
+	}
 	relay := &events.Relay{
 		Pool:   pool,
 		JS:     js,

@@ -53,7 +53,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer events.Drain(nc, cfg.Serve.DrainTimeout)
 
-	srv := serve.NewServers(log, tel, cfg.Serve)
+	srv, err := serve.NewServers(log, tel, cfg.Serve)
+	if err != nil {
+		return err
+	}
 	stream := events.StreamConfig{Name: "GATEWAY", Subjects: []string{"gateway.>"}, Replicas: cfg.Events.NATSReplicas}
 	return srv.Run(ctx, func(ctx context.Context) error { return ensureStream(ctx, js, stream, log) })
 }
