@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/env"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
@@ -16,6 +17,11 @@ type Config struct {
 	Serve  serve.Config
 	Events events.Config
 	DB     pg.Config
+	// Auth needs no identity address: identity reads its own database.
+	Auth authn.Config
+	// BootstrapKeyFile is where the first start writes the platform admin
+	// key it creates (mode 0600, never overwritten).
+	BootstrapKeyFile string `env:"MOAT_BOOTSTRAP_ADMIN_KEY_FILE"`
 }
 
 // LoadConfig reads Config through getenv and validates it.
@@ -29,5 +35,9 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
-	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate())
+	var errs []error
+	if c.BootstrapKeyFile == "" {
+		errs = append(errs, errors.New("MOAT_BOOTSTRAP_ADMIN_KEY_FILE is required"))
+	}
+	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate(), c.Auth.Validate(false), errors.Join(errs...))
 }

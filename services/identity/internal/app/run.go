@@ -5,13 +5,22 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/libs/serve"
 	"github.com/moat-ai/moat/libs/telemetry"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/identity/internal/grpcapi"
+	"github.com/moat-ai/moat/services/identity/internal/identity"
 	"github.com/moat-ai/moat/services/identity/internal/postgres"
 )
 
@@ -59,16 +68,58 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
+	hasher, err := cfg.Auth.Hasher()
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	svc := identity.NewService(postgres.NewStore(pool, tel.Propagator), hasher, time.Now)
+
+	// Before serving: whoever starts first makes sure an admin can get in.
+	bootstrap := identity.Call{Actor: "system", Action: grpcapi.Action(identityv1.IdentityService_CreateApiKey_FullMethodName), RequestID: "bootstrap"}
+	admin, created, err := svc.Bootstrap(ctx, bootstrap, keyFile{path: cfg.BootstrapKeyFile})
+	if err != nil {
+		return fmt.Errorf("MOAT_BOOTSTRAP_ADMIN_KEY_FILE %s: %w", cfg.BootstrapKeyFile, err)
+	}
+	if created {
+		log.Info("created the platform admin key", "prefix", admin.Prefix, "key_file", cfg.BootstrapKeyFile)
+	}
+
 	nc, js, err := events.Connect(cfg.Events.NATSURL, service, log)
 	if err != nil {
 		return err
 	}
 	defer events.Drain(nc, cfg.Serve.DrainTimeout)
 
-	srv, err := serve.NewServers(log, tel, cfg.Serve, serve.Check{Name: "postgres", Fn: pool.Ping})
+	index := authn.NewIndex(hasher)
+	srv, err := serve.NewServers(log, tel, cfg.Serve,
+		serve.Check{Name: "postgres", Fn: pool.Ping},
+		serve.Check{Name: "key-index", Fn: func(context.Context) error {
+			if !index.Ready() {
+				return errors.New("key index not loaded yet")
+			}
+			return nil
+		}},
+	)
 	if err != nil {
 		return err
 	}
+	keys := pg.NewNotifier(pool, postgres.KeysChannel, log)
+	api := grpcapi.New(svc, keys, log, ctx.Done())
+	auth := &authn.Interceptor{
+		Auth:     index,
+		Token:    cfg.Auth.InternalToken,
+		Internal: []string{identityv1.IdentityService_WatchKeyIndex_FullMethodName},
+		Denied:   api.Denied,
+	}
+	srv.Use(api.Unary(), nil) // outside auth, so that its refusals know their target
+	srv.Use(auth.Unary(), auth.Stream())
+	identityv1.RegisterIdentityServiceServer(srv.GRPC, api)
+	if err := srv.MountREST(ctx, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+		return identityv1.RegisterIdentityServiceHandlerClient(ctx, mux, identityv1.NewIdentityServiceClient(conn))
+	}); err != nil {
+		return err
+	}
+
 	relay := &events.Relay{
 		Pool:   pool,
 		JS:     js,
@@ -76,5 +127,6 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Log:    log,
 		Meter:  tel.MeterProvider,
 	}
-	return srv.Run(ctx, relay.Run)
+	feeder := &grpcapi.IndexFeeder{Service: svc, Keys: keys, Index: index, Log: log}
+	return srv.Run(ctx, relay.Run, keys.Run, feeder.Run)
 }

@@ -1,12 +1,29 @@
 // Package postgres is the identity service's PostgreSQL adapter: its schema,
-// embedded as goose migrations, and (as the service grows) its store.
+// embedded as goose migrations, and the identity.Store that keeps API keys,
+// versions the key index, wakes its watchers with NOTIFY and writes audit
+// events to the outbox in the transaction of each change.
 package postgres
 
 import (
+	"context"
 	"embed"
+	"errors"
+	"fmt"
 	"io/fs"
+	"net"
+	"strings"
+	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
+	auditv1 "github.com/moat-ai/moat/proto/gen/go/moat/audit/v1"
+	"github.com/moat-ai/moat/services/identity/internal/identity"
 )
 
 //go:embed migrations/*.sql
@@ -20,3 +37,385 @@ var Migrations = func() pg.Migrations {
 	}
 	return pg.Migrations{Name: "identity", FS: sub}
 }()
+
+// The audit events identity publishes.
+const (
+	// AuditSource is their ce-source.
+	AuditSource = "moat/identity"
+	// AuditSubject is their subject in the IDENTITY stream.
+	AuditSubject = "identity.v1.audit_event.recorded"
+)
+
+// KeysChannel is the NOTIFY channel of key changes: every transaction that
+// changes a key notifies it, and key index watchers listen on it.
+const KeysChannel = "identity_keys"
+
+// Lock names. versionLock serialises the transactions that draw key
+// versions, so that versions become visible in order; bootstrapLock lets
+// one replica at a time decide whether a platform admin key is needed.
+var (
+	versionLock   = pg.LockKey("identity:api_keys:version")
+	bootstrapLock = pg.LockKey("identity:bootstrap")
+)
+
+// Store is identity.Store on PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	prop propagation.TextMapPropagator
+}
+
+var _ identity.Store = (*Store)(nil)
+
+// NewStore returns a Store on pool. prop carries the trace context of each
+// change into its audit event; it may be nil.
+func NewStore(pool *pgxpool.Pool, prop propagation.TextMapPropagator) *Store {
+	return &Store{pool: pool, prop: prop}
+}
+
+const keyColumns = `id, role, organization, project, display_name, prefix, key_hmac,
+	request_id, created_at, expire_at, revoked_at, version`
+
+func scanKey(row pgx.Row) (identity.Key, error) {
+	var (
+		k                   identity.Key
+		id                  uuid.UUID
+		role                string
+		requestID           *string
+		expireAt, revokedAt *time.Time
+	)
+	if err := row.Scan(&id, &role, &k.Organization, &k.Project, &k.DisplayName, &k.Prefix, &k.HMAC,
+		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version); err != nil {
+		return identity.Key{}, err
+	}
+	k.ID = id.String()
+	switch role {
+	case "project":
+		k.Role = identity.RoleProject
+	case "platform_admin":
+		k.Role = identity.RolePlatformAdmin
+	}
+	if requestID != nil {
+		k.RequestID = *requestID
+	}
+	k.CreateTime = k.CreateTime.UTC()
+	if expireAt != nil {
+		k.ExpireTime = expireAt.UTC()
+	}
+	if revokedAt != nil {
+		k.RevokeTime = revokedAt.UTC()
+	}
+	return k, nil
+}
+
+func collectKeys(rows pgx.Rows) ([]identity.Key, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (identity.Key, error) { return scanKey(r) })
+}
+
+// nullable maps Go's zero values to SQL NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// CreateKey implements identity.Store.
+func (s *Store) CreateKey(ctx context.Context, k identity.Key, audit func(identity.Key) identity.AuditRecord) (identity.Key, bool, error) {
+	var (
+		got     identity.Key
+		created bool
+	)
+	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		got, created, err = s.insertKey(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		return s.enqueue(ctx, tx, audit(got))
+	})
+	if err != nil {
+		return identity.Key{}, false, markUnavailable(err)
+	}
+	return got, created, nil
+}
+
+// insertKey inserts k, or returns the key created before under its request
+// id.
+func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (identity.Key, bool, error) {
+	if err := lockVersions(ctx, tx); err != nil {
+		return identity.Key{}, false, err
+	}
+	got, err := scanKey(tx.QueryRow(ctx, `
+		INSERT INTO api_keys (id, role, organization, project, display_name, prefix, key_hmac,
+			request_id, created_at, expire_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		ON CONFLICT (request_id) DO NOTHING
+		RETURNING `+keyColumns,
+		k.ID, k.Role.String(), k.Organization, k.Project, k.DisplayName, k.Prefix, k.HMAC,
+		nullString(k.RequestID), k.CreateTime, nullTime(k.ExpireTime)))
+	switch {
+	case err == nil:
+		return got, true, notify(ctx, tx)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return identity.Key{}, false, fmt.Errorf("insert key: %w", err)
+	}
+	got, err = scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE request_id = $1`, k.RequestID))
+	if err != nil {
+		return identity.Key{}, false, fmt.Errorf("read key of request %s: %w", k.RequestID, err)
+	}
+	if got.Project != k.Project || got.Role != k.Role {
+		return identity.Key{}, false, identity.ErrRequestIDReused
+	}
+	return got, false, nil
+}
+
+// UpdateKey implements identity.Store.
+func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*identity.Key) (bool, error), audit func(identity.Key) identity.AuditRecord) (identity.Key, error) {
+	var k identity.Key
+	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockVersions(ctx, tx); err != nil {
+			return err
+		}
+		var err error
+		k, err = scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1 FOR UPDATE`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return identity.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read key %s: %w", id, err)
+		}
+		changed, err := fn(&k)
+		if err != nil {
+			return err
+		}
+		if changed {
+			if err := tx.QueryRow(ctx, `
+				UPDATE api_keys
+				SET display_name = $2, expire_at = $3, revoked_at = $4, version = nextval('api_keys_version_seq')
+				WHERE id = $1
+				RETURNING version`,
+				id, k.DisplayName, nullTime(k.ExpireTime), nullTime(k.RevokeTime)).Scan(&k.Version); err != nil {
+				return fmt.Errorf("update key %s: %w", id, err)
+			}
+			if err := notify(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return s.enqueue(ctx, tx, audit(k))
+	})
+	if err != nil {
+		return identity.Key{}, markUnavailable(err)
+	}
+	return k, nil
+}
+
+// ListKeys implements identity.Store.
+func (s *Store) ListKeys(ctx context.Context, project string, after *identity.Cursor, limit int) ([]identity.Key, error) {
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if after == nil {
+		rows, err = s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+			WHERE project = $1
+			ORDER BY created_at DESC, id DESC
+			LIMIT $2`, project, limit)
+	} else {
+		rows, err = s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+			WHERE project = $1 AND (created_at, id) < ($2, $3)
+			ORDER BY created_at DESC, id DESC
+			LIMIT $4`, project, after.CreateTime, after.ID, limit)
+	}
+	if err != nil {
+		return nil, storeErr("list keys", err)
+	}
+	keys, err := collectKeys(rows)
+	if err != nil {
+		return nil, storeErr("list keys", err)
+	}
+	return keys, nil
+}
+
+// RecordAudit implements identity.Store.
+func (s *Store) RecordAudit(ctx context.Context, a identity.AuditRecord) error {
+	return markUnavailable(pg.InTx(ctx, s.pool, func(tx pgx.Tx) error { return s.enqueue(ctx, tx, a) }))
+}
+
+// IndexSnapshot implements identity.Store.
+func (s *Store) IndexSnapshot(ctx context.Context, now time.Time) (int64, []identity.Key, error) {
+	var (
+		version int64
+		keys    []identity.Key
+	)
+	// One snapshot of the database for both reads: the version matches
+	// the keys exactly.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, nil, storeErr("begin snapshot", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only; nothing to undo
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM api_keys`).Scan(&version); err != nil {
+		return 0, nil, storeErr("read index version", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+		WHERE revoked_at IS NULL AND (expire_at IS NULL OR expire_at > $1)`, now)
+	if err != nil {
+		return 0, nil, storeErr("read active keys", err)
+	}
+	if keys, err = collectKeys(rows); err != nil {
+		return 0, nil, storeErr("read active keys", err)
+	}
+	return version, keys, nil
+}
+
+// KeysChangedSince implements identity.Store.
+func (s *Store) KeysChangedSince(ctx context.Context, version int64, limit int) ([]identity.Key, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+		WHERE version > $1 ORDER BY version LIMIT $2`, version, limit)
+	if err != nil {
+		return nil, storeErr("read key changes", err)
+	}
+	keys, err := collectKeys(rows)
+	if err != nil {
+		return nil, storeErr("read key changes", err)
+	}
+	return keys, nil
+}
+
+// Bootstrap implements identity.Store: fn runs under a transaction-level
+// advisory lock, so replicas starting together take turns, and the second
+// sees the key the first committed.
+func (s *Store) Bootstrap(ctx context.Context, fn func(context.Context, identity.BootstrapTx) error) error {
+	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, bootstrapLock); err != nil {
+			return fmt.Errorf("take bootstrap lock: %w", err)
+		}
+		return fn(ctx, bootstrapTx{s: s, tx: tx})
+	})
+	return markUnavailable(err)
+}
+
+type bootstrapTx struct {
+	s  *Store
+	tx pgx.Tx
+}
+
+func (b bootstrapTx) ActiveAdminExists(ctx context.Context, now time.Time) (bool, error) {
+	var ok bool
+	err := b.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_keys
+		WHERE role = 'platform_admin' AND revoked_at IS NULL AND (expire_at IS NULL OR expire_at > $1))`, now).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look for a platform admin key: %w", err)
+	}
+	return ok, nil
+}
+
+func (b bootstrapTx) HMACKnown(ctx context.Context, hmac []byte) (bool, error) {
+	var ok bool
+	if err := b.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hmac = $1)`, hmac).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look up key: %w", err)
+	}
+	return ok, nil
+}
+
+func (b bootstrapTx) CreateKey(ctx context.Context, k identity.Key, a identity.AuditRecord) error {
+	if _, _, err := b.s.insertKey(ctx, b.tx, k); err != nil {
+		return err
+	}
+	return b.s.enqueue(ctx, b.tx, a)
+}
+
+// lockVersions takes the lock that orders version draws; it is held until
+// the transaction ends.
+func lockVersions(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, versionLock); err != nil {
+		return fmt.Errorf("take version lock: %w", err)
+	}
+	return nil
+}
+
+// notify wakes the key index watchers when the transaction commits.
+func notify(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, KeysChannel); err != nil {
+		return fmt.Errorf("notify %s: %w", KeysChannel, err)
+	}
+	return nil
+}
+
+// enqueue writes a as a moat.audit.v1.AuditEvent to the outbox in tx.
+func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, a identity.AuditRecord) error {
+	msg := &auditv1.AuditEvent{
+		Organization:  a.Organization,
+		Actor:         a.Actor,
+		Action:        a.Action,
+		Target:        a.Target,
+		Outcome:       outcome(a.Outcome),
+		Status:        a.Status,
+		SourceAddress: a.SourceAddress,
+		RequestId:     a.RequestID,
+		EventTime:     events.Timestamp(a.Time),
+	}
+	ev, err := events.New(AuditSource, AuditSubject, a.Target, msg)
+	if err != nil {
+		return err
+	}
+	ev.Time = a.Time
+	return events.Enqueue(ctx, tx, s.prop, ev)
+}
+
+func outcome(o identity.Outcome) auditv1.AuditEvent_Outcome {
+	switch o {
+	case identity.OutcomeAllowed:
+		return auditv1.AuditEvent_OUTCOME_ALLOWED
+	case identity.OutcomeDenied:
+		return auditv1.AuditEvent_OUTCOME_DENIED
+	case identity.OutcomeFailed:
+		return auditv1.AuditEvent_OUTCOME_FAILED
+	default:
+		return auditv1.AuditEvent_OUTCOME_UNSPECIFIED
+	}
+}
+
+// storeErr wraps err with what was being done and marks it as
+// markUnavailable does.
+func storeErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return markUnavailable(fmt.Errorf("%s: %w", op, err))
+}
+
+// markUnavailable marks errors that mean the database cannot be reached
+// with identity.ErrUnavailable, so that callers can tell "try again later"
+// from a failed query. Transactions' errors already say what failed, and
+// domain errors from inside them pass through unchanged.
+func markUnavailable(err error) error {
+	if err == nil || !unreachable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", identity.ErrUnavailable, err)
+}
+
+// unreachable reports errors of a database that is down or going away, as
+// opposed to errors of a query.
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08 is connection exceptions; 57P01-03 are shutdowns and a
+		// server not yet accepting connections.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}

@@ -1,0 +1,379 @@
+package identity
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/moat-ai/moat/libs/authn"
+)
+
+// Page sizes of ListKeys (AIP-158).
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 1000
+)
+
+// Limits on what callers send.
+const (
+	maxDisplayName = 200
+	maxAuditTarget = 512
+	changesBatch   = 500
+)
+
+// Service is the identity use cases. It is safe for concurrent use.
+type Service struct {
+	store  Store
+	hasher Hasher
+	now    func() time.Time
+	// newKey generates a key; authn.NewKey outside tests.
+	newKey func() (string, error)
+}
+
+// NewService returns a Service keeping keys in store, hashed with hasher,
+// with now as its clock.
+func NewService(store Store, hasher Hasher, now func() time.Time) *Service {
+	return &Service{store: store, hasher: hasher, now: now, newKey: authn.NewKey}
+}
+
+// clock returns now in the precision PostgreSQL keeps, so that a key reads
+// back exactly as it was written.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// CreateRequest is what a caller asks CreateKey for.
+type CreateRequest struct {
+	// Parent is the project, orgs/{org}/projects/{project}.
+	Parent      string
+	DisplayName string
+	// ExpireTime is zero for a key that never expires.
+	ExpireTime time.Time
+	// RequestID is an optional AIP-155 request id (a UUID).
+	RequestID string
+}
+
+// CreateKey creates a project key and returns its record and the key
+// itself, which exists nowhere else: only its HMAC and prefix are stored.
+// A request id seen before returns the first key's record and an empty key
+// (it is shown once). The call is audited in the transaction of the change.
+//
+// The project's existence is not checked: projects belong to the config
+// service, and identity holds no copy of them yet.
+func (s *Service) CreateKey(ctx context.Context, call Call, r CreateRequest) (Key, string, error) {
+	org, err := ParseProject(r.Parent)
+	if err != nil {
+		return Key{}, "", invalid("parent", err.Error())
+	}
+	if !utf8.ValidString(r.DisplayName) || utf8.RuneCountInString(r.DisplayName) > maxDisplayName {
+		return Key{}, "", invalid("api_key.display_name", fmt.Sprintf("must be at most %d characters of UTF-8", maxDisplayName))
+	}
+	now := s.clock()
+	expire := r.ExpireTime.UTC().Truncate(time.Microsecond)
+	if !r.ExpireTime.IsZero() && !expire.After(now) {
+		return Key{}, "", invalid("api_key.expire_time", "must be in the future")
+	}
+	if r.RequestID != "" {
+		if _, err := uuid.Parse(r.RequestID); err != nil {
+			return Key{}, "", invalid("request_id", "must be a UUID")
+		}
+	}
+	secret, err := s.newKey()
+	if err != nil {
+		return Key{}, "", fmt.Errorf("generate key: %w", err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Key{}, "", fmt.Errorf("generate key id: %w", err)
+	}
+	k := Key{
+		ID:           id.String(),
+		Role:         RoleProject,
+		Organization: org,
+		Project:      r.Parent,
+		DisplayName:  r.DisplayName,
+		Prefix:       authn.DisplayPrefix(secret),
+		HMAC:         s.hasher.Hash(secret),
+		RequestID:    r.RequestID,
+		CreateTime:   now,
+		ExpireTime:   expire,
+	}
+	got, created, err := s.store.CreateKey(ctx, k, func(got Key) AuditRecord { return allowed(call, got, now) })
+	if err != nil {
+		return Key{}, "", fmt.Errorf("create key in %s: %w", r.Parent, err)
+	}
+	if !created {
+		return got, "", nil
+	}
+	return got, secret, nil
+}
+
+// RevokeKey revokes the key called name (orgs/{org}/projects/{project}/keys/{key},
+// or keys/{key} for a platform admin key) and returns it. Revoking a
+// revoked key returns it unchanged. The call is audited in the transaction
+// of the change.
+func (s *Service) RevokeKey(ctx context.Context, call Call, name string) (Key, error) {
+	project, id, err := parseKeyName(name)
+	if err != nil {
+		return Key{}, invalid("name", err.Error())
+	}
+	now := s.clock()
+	k, err := s.store.UpdateKey(ctx, id, func(k *Key) (bool, error) {
+		if k.Project != project {
+			return false, ErrNotFound
+		}
+		if !k.RevokeTime.IsZero() {
+			return false, nil
+		}
+		k.RevokeTime = now
+		return true, nil
+	}, func(k Key) AuditRecord { return allowed(call, k, now) })
+	if err != nil {
+		return Key{}, fmt.Errorf("revoke %s: %w", name, err)
+	}
+	return k, nil
+}
+
+func allowed(call Call, k Key, now time.Time) AuditRecord {
+	return AuditRecord{
+		Call:         call,
+		Organization: k.Organization,
+		Target:       k.Name(),
+		Outcome:      OutcomeAllowed,
+		Status:       "OK",
+		Time:         now,
+	}
+}
+
+// RecordRefusal audits a call that changed nothing: target is the resource
+// named in the request (or its parent), status the canonical gRPC code name
+// the caller gets. It writes in a transaction of its own.
+func (s *Service) RecordRefusal(ctx context.Context, call Call, target string, outcome Outcome, status string) error {
+	if len(target) > maxAuditTarget {
+		target = strings.ToValidUTF8(target[:maxAuditTarget], "")
+	}
+	err := s.store.RecordAudit(ctx, AuditRecord{
+		Call:         call,
+		Organization: OrganizationOf(target),
+		Target:       target,
+		Outcome:      outcome,
+		Status:       status,
+		Time:         s.clock(),
+	})
+	if err != nil {
+		return fmt.Errorf("record refused %s: %w", call.Action, err)
+	}
+	return nil
+}
+
+// ListKeys returns a page of parent's keys, revoked ones included, newest
+// first, and the token of the next page ("" on the last one).
+func (s *Service) ListKeys(ctx context.Context, parent string, pageSize int, pageToken string) ([]Key, string, error) {
+	if _, err := ParseProject(parent); err != nil {
+		return nil, "", invalid("parent", err.Error())
+	}
+	switch {
+	case pageSize < 0:
+		return nil, "", invalid("page_size", "must not be negative")
+	case pageSize == 0:
+		pageSize = DefaultPageSize
+	case pageSize > MaxPageSize:
+		pageSize = MaxPageSize
+	}
+	after, err := decodePageToken(parent, pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	keys, err := s.store.ListKeys(ctx, parent, after, pageSize+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys of %s: %w", parent, err)
+	}
+	if len(keys) <= pageSize {
+		return keys, "", nil
+	}
+	keys = keys[:pageSize]
+	last := keys[pageSize-1]
+	return keys, encodePageToken(parent, Cursor{CreateTime: last.CreateTime, ID: last.ID}), nil
+}
+
+// pageToken is the content of an opaque page token. It names its parent so
+// that a token cannot be replayed against another project's list.
+type pageToken struct {
+	Parent string `json:"p"`
+	Micros int64  `json:"t"`
+	ID     string `json:"i"`
+}
+
+func encodePageToken(parent string, c Cursor) string {
+	b, _ := json.Marshal(pageToken{Parent: parent, Micros: c.CreateTime.UnixMicro(), ID: c.ID}) //nolint:errchkjson // plain strings and ints always encode
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodePageToken(parent, token string) (*Cursor, error) {
+	if token == "" {
+		return nil, nil
+	}
+	bad := invalid("page_token", "is not a page token of this list")
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return nil, bad
+	}
+	var t pageToken
+	if err := json.Unmarshal(b, &t); err != nil || t.Parent != parent {
+		return nil, bad
+	}
+	if u, err := uuid.Parse(t.ID); err != nil || u.String() != t.ID {
+		return nil, bad
+	}
+	return &Cursor{CreateTime: time.UnixMicro(t.Micros).UTC(), ID: t.ID}, nil
+}
+
+// IndexSink receives the key index from WatchIndex.
+type IndexSink interface {
+	// Snapshot replaces the whole index: keys are every active key at
+	// version.
+	Snapshot(version int64, keys []Key) error
+	// Upsert adds or replaces an active key; k.Version is its version.
+	Upsert(k Key) error
+	// Remove drops the key id, which stopped working at version.
+	Remove(version int64, id string) error
+}
+
+// WatchIndex sends the key index to sink: a snapshot first, then each
+// change in version order, looking for changes whenever wake fires and
+// every recheck besides (in case a wake-up was lost). Keys that expire
+// without a change are not removed: every receiver drops them itself from
+// their expire time. WatchIndex returns ctx's error when ctx ends, or the
+// first error of the store or sink.
+func (s *Service) WatchIndex(ctx context.Context, wake <-chan struct{}, recheck time.Duration, sink IndexSink) error {
+	version, keys, err := s.store.IndexSnapshot(ctx, s.clock())
+	if err != nil {
+		return fmt.Errorf("read key index snapshot: %w", err)
+	}
+	if err := sink.Snapshot(version, keys); err != nil {
+		return err
+	}
+	t := time.NewTicker(recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-t.C:
+		}
+		if version, err = s.sendChanges(ctx, version, sink); err != nil {
+			return err
+		}
+	}
+}
+
+// sendChanges sends every change after version and returns the version
+// reached.
+func (s *Service) sendChanges(ctx context.Context, version int64, sink IndexSink) (int64, error) {
+	for {
+		keys, err := s.store.KeysChangedSince(ctx, version, changesBatch)
+		if err != nil {
+			return version, fmt.Errorf("read key index changes after %d: %w", version, err)
+		}
+		now := s.clock()
+		for _, k := range keys {
+			if k.Active(now) {
+				err = sink.Upsert(k)
+			} else {
+				err = sink.Remove(k.Version, k.ID)
+			}
+			if err != nil {
+				return version, err
+			}
+			version = k.Version
+		}
+		if len(keys) < changesBatch {
+			return version, nil
+		}
+	}
+}
+
+// Bootstrap makes sure the platform can be administered: when no platform
+// admin key works, it creates one, hands it over through f, and returns it
+// with created == true. Replicas starting together create one key between
+// them (the store serialises Bootstrap).
+//
+// The file is written before the key is committed, so a crash between the
+// two leaves a file whose key is unknown to the database; the next start
+// adopts that key instead of refusing the file. A file holding anything else
+// (a malformed key, or a key the database knows, such as a revoked admin
+// key) is ErrKeyFileConflict: it is never overwritten, and the operator
+// removes it to get a new key.
+func (s *Service) Bootstrap(ctx context.Context, call Call, f KeyFile) (_ Key, created bool, _ error) {
+	var k Key
+	err := s.store.Bootstrap(ctx, func(ctx context.Context, tx BootstrapTx) error {
+		now := s.clock()
+		exists, err := tx.ActiveAdminExists(ctx, now)
+		if err != nil || exists {
+			return err
+		}
+		secret, found, err := f.Read()
+		if err != nil {
+			return fmt.Errorf("read bootstrap key file: %w", err)
+		}
+		if found {
+			if !wellFormed(secret) {
+				return ErrKeyFileConflict
+			}
+			known, err := tx.HMACKnown(ctx, s.hasher.Hash(secret))
+			if err != nil {
+				return err
+			}
+			if known {
+				return ErrKeyFileConflict
+			}
+		} else {
+			if secret, err = s.newKey(); err != nil {
+				return fmt.Errorf("generate key: %w", err)
+			}
+			if err := f.Create(secret); err != nil {
+				return fmt.Errorf("write bootstrap key file: %w", err)
+			}
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("generate key id: %w", err)
+		}
+		k = Key{
+			ID:          id.String(),
+			Role:        RolePlatformAdmin,
+			DisplayName: "bootstrap platform admin",
+			Prefix:      authn.DisplayPrefix(secret),
+			HMAC:        s.hasher.Hash(secret),
+			CreateTime:  now,
+		}
+		if err := tx.CreateKey(ctx, k, allowed(call, k, now)); err != nil {
+			return fmt.Errorf("create bootstrap key: %w", err)
+		}
+		created = true
+		return nil
+	})
+	if err != nil {
+		return Key{}, false, fmt.Errorf("bootstrap platform admin key: %w", err)
+	}
+	return k, created, nil
+}
+
+// keyLen is the length of authn.NewKey's keys: the prefix and 32 bytes in
+// unpadded base64url.
+var keyLen = len(authn.KeyPrefix) + base64.RawURLEncoding.EncodedLen(32)
+
+// wellFormed reports whether key has the shape of a Moat key.
+func wellFormed(key string) bool {
+	rest, ok := strings.CutPrefix(key, authn.KeyPrefix)
+	if !ok || len(key) != keyLen {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(rest)
+	return err == nil && len(b) == 32
+}
