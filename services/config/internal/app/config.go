@@ -3,10 +3,13 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/env"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
+	"github.com/moat-ai/moat/libs/secretbox"
 	"github.com/moat-ai/moat/libs/serve"
 )
 
@@ -16,6 +19,10 @@ type Config struct {
 	Serve  serve.Config
 	Events events.Config
 	DB     pg.Config
+	Auth   authn.Config
+	// KEK is the key-encryption keyring provider credentials are sealed
+	// with: "id:base64(32 bytes)[,id:base64...]", the first one seals.
+	KEK string `env:"MOAT_KEK"`
 }
 
 // LoadConfig reads Config through getenv and validates it.
@@ -27,7 +34,13 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 	return cfg, cfg.Validate()
 }
 
-// Validate reports every problem at once.
+// Validate reports every problem at once, without quoting secrets.
 func (c Config) Validate() error {
-	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate())
+	var kek error
+	if c.KEK == "" {
+		kek = errors.New("MOAT_KEK is required")
+	} else if _, err := secretbox.ParseKeyring(c.KEK); err != nil {
+		kek = fmt.Errorf("MOAT_KEK: %w", err)
+	}
+	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate(), c.Auth.Validate(true), kek)
 }

@@ -1,13 +1,293 @@
 package app_test
 
 import (
+	"context"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/events/eventstest"
+	"github.com/moat-ai/moat/libs/grpcclient"
+	"github.com/moat-ai/moat/libs/pg/pgtest"
 	"github.com/moat-ai/moat/libs/serve/servetest"
+	auditv1 "github.com/moat-ai/moat/proto/gen/go/moat/audit/v1"
+	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/config/internal/app"
 )
 
+const internalToken = "internal-token-for-tests-only"
+
+var (
+	keySecret = []byte("0123456789abcdef0123456789abcdef")
+	kek       = "k1:" + base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+)
+
+// withSecrets adds the shared secrets and an identity address to getenv
+// where it has none, so that the common suite's environments are complete.
+func withSecrets(getenv func(string) string, identity string) func(string) string {
+	defaults := map[string]string{
+		"MOAT_KEY_SECRET":     base64.StdEncoding.EncodeToString(keySecret),
+		"MOAT_INTERNAL_TOKEN": internalToken,
+		"MOAT_IDENTITY_GRPC":  identity,
+		"MOAT_KEK":            kek,
+	}
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return defaults[k]
+	}
+}
+
 func TestCommon(t *testing.T) {
 	t.Parallel()
-	servetest.TestCommon(t, servetest.Service{Run: app.Run, Migrations: app.Migrations, Stream: "CONFIG"})
+	// Nothing listens on the identity address: Follow keeps retrying, which
+	// must neither fail the service nor hold back its readiness.
+	identity := servetest.FreeAddr(t)
+	run := func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+		return app.Run(ctx, args, withSecrets(getenv, identity), stderr)
+	}
+	servetest.TestCommon(t, servetest.Service{Run: run, Migrations: app.Migrations, Stream: "CONFIG"})
+}
+
+func TestConfigNamesItsVariables(t *testing.T) {
+	t.Parallel()
+	const shortKey = "c2hvcnQta2V5LW1hdGVyaWFs"
+	tests := []struct {
+		env  servetest.Env
+		want []string
+	}{
+		{servetest.Env{}, []string{"MOAT_KEK is required", "MOAT_KEY_SECRET is required", "MOAT_INTERNAL_TOKEN is required", "MOAT_IDENTITY_GRPC is required"}},
+		{servetest.Env{"MOAT_KEK": "k1:" + shortKey}, []string{`MOAT_KEK: key-encryption key "k1": want 32 bytes`}},
+		{servetest.Env{"MOAT_KEK": "no-colon"}, []string{"MOAT_KEK: key-encryption key 1"}},
+	}
+	for _, tt := range tests {
+		err := app.Run(context.Background(), nil, tt.env.Getenv, io.Discard)
+		for _, want := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Run(%v) = %v, want it to mention %q", tt.env, err, want)
+			}
+		}
+		if err != nil && strings.Contains(err.Error(), shortKey) {
+			t.Errorf("Run(%v) quotes the key material: %v", tt.env, err)
+		}
+	}
+}
+
+// fakeIdentity serves a key index holding one platform-admin key.
+type fakeIdentity struct {
+	identityv1.UnimplementedIdentityServiceServer
+	entries []*identityv1.KeyIndexEntry
+}
+
+func (f *fakeIdentity) WatchKeyIndex(_ *identityv1.WatchKeyIndexRequest, stream identityv1.IdentityService_WatchKeyIndexServer) error {
+	if err := stream.Send(&identityv1.WatchKeyIndexResponse{Version: 1, Event: &identityv1.WatchKeyIndexResponse_Snapshot{
+		Snapshot: &identityv1.KeyIndexSnapshot{Entries: f.entries}}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// The service is ready without identity, refuses (and audits) admin calls
+// until the key index arrives, then serves REST through its interceptors,
+// publishes its audit events on the CONFIG stream, streams configuration
+// to gateways, and ends watch streams promptly when it stops.
+func TestServe(t *testing.T) {
+	t.Parallel()
+	_, dbURL := pgtest.NewDatabase(t, app.Migrations...)
+	ns := eventstest.NewServer(t)
+	identityAddr := servetest.FreeAddr(t)
+	env := servetest.Env{
+		"GRPC_ADDR":     servetest.FreeAddr(t),
+		"HTTP_ADDR":     servetest.FreeAddr(t),
+		"NATS_URL":      ns.ClientURL(),
+		"DATABASE_URL":  dbURL,
+		"DRAIN_TIMEOUT": "5s",
+	}
+	p := servetest.Start(t, func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+		return app.Run(ctx, args, withSecrets(getenv, identityAddr), stderr)
+	}, env)
+	servetest.WaitServing(t, p, env["GRPC_ADDR"], 20*time.Second)
+
+	adminKey, err := authn.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + env["HTTP_ADDR"] + "/api/v1"
+	create := func() (int, string) {
+		return do(t, http.MethodPost, base+"/orgs?organizationId=acme", adminKey, `{"displayName":"Acme"}`)
+	}
+	if code, body := create(); code != http.StatusUnauthorized {
+		t.Errorf("POST /orgs before the key index = %d %s, want 401", code, body)
+	}
+
+	// Gateways are served meanwhile: the stream needs only the token.
+	conn, err := grpcclient.Dial(env["GRPC_ADDR"], nil, internalToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := configv1.NewConfigServiceClient(conn)
+	stream, err := client.WatchConfig(context.Background(), &configv1.WatchConfigRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := stream.Recv(); err != nil || first.GetSnapshot() == nil {
+		t.Fatalf("WatchConfig first message = %v, %v; want a snapshot", first, err)
+	}
+
+	// identity comes up; the key index follows.
+	h := authn.Config{KeySecret: base64.StdEncoding.EncodeToString(keySecret)}
+	hasher, err := h.Hasher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startIdentity(t, identityAddr, &fakeIdentity{entries: []*identityv1.KeyIndexEntry{{
+		KeyId: "admin1", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, Prefix: authn.DisplayPrefix(adminKey),
+	}}})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := create()
+		if code == http.StatusOK {
+			if !strings.Contains(body, `"name":"orgs/acme"`) {
+				t.Errorf("POST /orgs = %s, want the organization", body)
+			}
+			break
+		}
+		if code != http.StatusUnauthorized || time.Now().After(deadline) {
+			t.Fatalf("POST /orgs = %d %s, want 200 once the key index arrives", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := do(t, http.MethodGet, base+"/orgs/acme", adminKey, ""); code != http.StatusOK || !strings.Contains(body, `"displayName":"Acme"`) {
+		t.Errorf("GET /orgs/acme = %d %s", code, body)
+	}
+	if code, body := do(t, http.MethodPatch, base+"/orgs/acme", adminKey, `{"name":"orgs/acme","displayName":"Acme Corp"}`); code != http.StatusOK || !strings.Contains(body, "Acme Corp") {
+		t.Errorf("PATCH /orgs/acme without an explicit mask = %d %s, want 200", code, body)
+	}
+	if code, body := do(t, http.MethodGet, base+"/orgs/nope", adminKey, ""); code != http.StatusNotFound || !strings.Contains(body, `"code":5`) {
+		t.Errorf("GET /orgs/nope = %d %s, want 404 with a status body", code, body)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetUpsert().GetOrganization().GetName() != "orgs/acme" {
+		t.Errorf("WatchConfig change = %v, %v; want the new organization", m, err)
+	}
+
+	// The refused and the allowed create both reach the CONFIG stream.
+	var refused, allowed bool
+	readAudits(t, ns.ClientURL(), func(a *auditv1.AuditEvent) bool {
+		if a.GetAction() == "moat.config.v1.ConfigService.CreateOrganization" {
+			if !strings.HasPrefix(a.GetSourceAddress(), "127.0.0.1") {
+				t.Errorf("audit source address = %q, want the REST client's", a.GetSourceAddress())
+			}
+			switch a.GetStatus() {
+			case "UNAUTHENTICATED":
+				refused = refused || (a.GetActor() == "anonymous" && a.GetOutcome() == auditv1.AuditEvent_OUTCOME_DENIED)
+			case "OK":
+				allowed = allowed || (a.GetActor() == "keys/admin1" && a.GetTarget() == "orgs/acme")
+			}
+		}
+		return refused && allowed
+	})
+
+	// Stopping ends the watch stream at once instead of waiting out the drain.
+	start := time.Now()
+	if err := p.Stop(t, 10*time.Second); err != nil {
+		t.Fatalf("Run after cancel = %v", err)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("stop took %v with a watch stream open, want well under DRAIN_TIMEOUT", took)
+	}
+	for {
+		if _, err = stream.Recv(); err != nil {
+			break
+		}
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("watch stream after stop = %v, want Unavailable", err)
+	}
+}
+
+func do(t *testing.T, method, url, key, body string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func startIdentity(t *testing.T, addr string, srv identityv1.IdentityServiceServer) {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen for the fake identity: %v", err)
+	}
+	g := grpc.NewServer()
+	identityv1.RegisterIdentityServiceServer(g, srv)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+}
+
+// readAudits reads the audit events of the CONFIG stream in order until
+// done returns true, failing after 15s.
+func readAudits(t *testing.T, natsURL string, done func(*auditv1.AuditEvent) bool) {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, "CONFIG", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"config.v1.audit_event.recorded"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; ; n++ {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("read the CONFIG stream after %d events: %v", n, err)
+		}
+		if got := msg.Headers().Get("ce-type"); got != "moat.audit.v1.AuditEvent" {
+			t.Errorf("ce-type = %q", got)
+		}
+		ev := &auditv1.AuditEvent{}
+		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
+			t.Fatal(err)
+		}
+		if done(ev) {
+			return
+		}
+	}
 }
