@@ -8,10 +8,20 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/events"
+	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/libs/serve"
 	"github.com/moat-ai/moat/libs/telemetry"
+	auditv1 "github.com/moat-ai/moat/proto/gen/go/moat/audit/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/audit/internal/audit"
+	"github.com/moat-ai/moat/services/audit/internal/auditlog"
+	"github.com/moat-ai/moat/services/audit/internal/grpcapi"
 	"github.com/moat-ai/moat/services/audit/internal/postgres"
 )
 
@@ -59,6 +69,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
+	hasher, err := cfg.Auth.Hasher()
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	identity, err := grpcclient.Dial(cfg.Auth.IdentityGRPC, tel, cfg.Auth.InternalToken)
+	if err != nil {
+		return fmt.Errorf("identity client: %w", err)
+	}
+	defer identity.Close()
+
 	nc, js, err := events.Connect(cfg.Events.NATSURL, service, log)
 	if err != nil {
 		return err
@@ -69,6 +89,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	keys := authn.NewIndex(hasher)
+	auth := &authn.Interceptor{Auth: keys, Token: cfg.Auth.InternalToken}
+	srv.Use(auth.Unary(), auth.Stream())
+	auditv1.RegisterAuditServiceServer(srv.GRPC, grpcapi.New(audit.NewService(postgres.NewStore(pool)), log))
+	if err := srv.MountREST(ctx, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+		return auditv1.RegisterAuditServiceHandlerClient(ctx, mux, auditv1.NewAuditServiceClient(conn))
+	}); err != nil {
+		return err
+	}
+
 	relay := &events.Relay{
 		Pool:   pool,
 		JS:     js,
@@ -76,5 +106,25 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Log:    log,
 		Meter:  tel.MeterProvider,
 	}
-	return srv.Run(ctx, relay.Run)
+	workers := []func(context.Context) error{
+		relay.Run,
+		func(ctx context.Context) error {
+			return authn.Follow(ctx, identityv1.NewIdentityServiceClient(identity), keys, log)
+		},
+	}
+	projector := auditlog.New(pool)
+	for _, cc := range auditlog.ConsumerConfigs() {
+		c := &events.Consumer{
+			JS:      js,
+			Pool:    pool,
+			Config:  cc,
+			Handler: projector.Handle,
+			Log:     log.With("stream", cc.Stream),
+			Meter:   tel.MeterProvider,
+			Tracer:  tel.TracerProvider,
+			Prop:    tel.Propagator,
+		}
+		workers = append(workers, c.Run)
+	}
+	return srv.Run(ctx, workers...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/env"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
@@ -16,6 +17,8 @@ type Config struct {
 	Serve  serve.Config
 	Events events.Config
 	DB     pg.Config
+	// Auth verifies API keys against the key index streamed from identity.
+	Auth authn.Config
 }
 
 // LoadConfig reads Config through getenv and validates it.
@@ -29,5 +32,5 @@ func LoadConfig(ctx context.Context, getenv func(string) string) (Config, error)
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
-	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate())
+	return errors.Join(c.Serve.Validate(), c.Events.Validate(), c.DB.Validate(), c.Auth.Validate(true))
 }

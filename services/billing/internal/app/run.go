@@ -8,10 +8,20 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/events"
+	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/libs/serve"
 	"github.com/moat-ai/moat/libs/telemetry"
+	billingv1 "github.com/moat-ai/moat/proto/gen/go/moat/billing/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/billing/internal/billing"
+	"github.com/moat-ai/moat/services/billing/internal/grpcapi"
+	"github.com/moat-ai/moat/services/billing/internal/ledger"
 	"github.com/moat-ai/moat/services/billing/internal/postgres"
 )
 
@@ -59,6 +69,24 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
+	hasher, err := cfg.Auth.Hasher()
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	prices, err := billing.EmbeddedPrices()
+	if err != nil {
+		return err
+	}
+	projector, err := ledger.New(pool, prices, tel.MeterProvider)
+	if err != nil {
+		return err
+	}
+	identity, err := grpcclient.Dial(cfg.Auth.IdentityGRPC, tel, cfg.Auth.InternalToken)
+	if err != nil {
+		return fmt.Errorf("identity client: %w", err)
+	}
+	defer identity.Close()
+
 	nc, js, err := events.Connect(cfg.Events.NATSURL, service, log)
 	if err != nil {
 		return err
@@ -69,6 +97,17 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	keys := authn.NewIndex(hasher)
+	auth := &authn.Interceptor{Auth: keys, Token: cfg.Auth.InternalToken}
+	srv.Use(auth.Unary(), auth.Stream())
+	billingv1.RegisterBillingServiceServer(srv.GRPC, grpcapi.New(billing.NewService(postgres.NewStore(pool), prices.Currency()), log))
+	if err := srv.MountREST(ctx, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+		return billingv1.RegisterBillingServiceHandlerClient(ctx, mux, billingv1.NewBillingServiceClient(conn))
+	}); err != nil {
+		return err
+	}
+	log.Info("price table loaded", "price_version", prices.Version(), "currency", prices.Currency())
+
 	relay := &events.Relay{
 		Pool:   pool,
 		JS:     js,
@@ -76,5 +115,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Log:    log,
 		Meter:  tel.MeterProvider,
 	}
-	return srv.Run(ctx, relay.Run)
+	usage := &events.Consumer{
+		JS:      js,
+		Pool:    pool,
+		Config:  ledger.ConsumerConfig(),
+		Handler: projector.Handle,
+		Log:     log,
+		Meter:   tel.MeterProvider,
+		Tracer:  tel.TracerProvider,
+		Prop:    tel.Propagator,
+	}
+	follow := func(ctx context.Context) error {
+		return authn.Follow(ctx, identityv1.NewIdentityServiceClient(identity), keys, log)
+	}
+	return srv.Run(ctx, relay.Run, usage.Run, follow)
 }

@@ -1,5 +1,7 @@
 // Package postgres is the billing service's PostgreSQL adapter: its schema,
-// embedded as goose migrations, and (as the service grows) its store.
+// embedded as goose migrations, and the ledger's writes (inside the
+// projector's transaction) and reads (for the admin API). Queries are
+// hand-written pgx; rows never leave this package unmapped.
 package postgres
 
 import (
