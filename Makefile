@@ -54,8 +54,8 @@ check-modules: ## Build every module on its own (GOWORK=off), proving its go.mod
 		(cd "$$dir" && GOWORK=off go build ./...) || exit 1; \
 	done
 
-build: ## Build the five service binaries into ./bin.
-	go build -o bin/ $(addprefix $(MODULE)/services/,$(SERVICES))
+build: ## Build the five service binaries, the mock provider and the demo bootstrap into ./bin.
+	go build -o bin/ $(addprefix $(MODULE)/services/,$(SERVICES)) $(MODULE)/e2e/cmd/mockprovider $(MODULE)/e2e/cmd/demo
 
 run: ## Run the whole platform in the foreground; Ctrl-C stops it. Data survives between runs.
 	./scripts/run.sh
@@ -72,6 +72,9 @@ migrate: ## Run every service's database migrations against the local cluster.
 test: ## Everything CI runs: all tests (real PostgreSQL), lint, module and generated-code checks, e2e.
 	./scripts/test.sh
 
+bench: ## Measure the gateway against the mock (PERFORMANCE.md); writes .bench/<time>/results.{md,jsonl}.
+	./scripts/bench.sh
+
 test-unit: ## Unit tests only (-short), no PostgreSQL or NATS needed.
 	go test $(TEST_FLAGS) -short $(GO_PKGS)
 
@@ -87,5 +90,5 @@ clean: ## Stop everything and delete ./bin, local data (.moat) and coverage/benc
 
 ci: test ## Exactly what CI runs (.ci/run calls `make test`).
 
-.PHONY: help tools generate check-generated fmt lint check-modules build run dev-up dev-down migrate \
+.PHONY: bench help tools generate check-generated fmt lint check-modules build run dev-up dev-down migrate \
 	test test-unit test-integration e2e clean ci

@@ -28,6 +28,7 @@ if ((purge)) && [[ -z ${MOAT_INSTANCE} && -d ${MOAT_DIR} ]]; then
 fi
 
 services_stop
+mock_stop
 nats_stop
 
 keep_pg=${MOAT_KEEP_PG:-0}

@@ -32,6 +32,7 @@ make -C "${MOAT_ROOT}" --no-print-directory build >&2 || die "make build failed 
 # Stop what a previous run left, so its ports count as ours and the new binaries are the ones running.
 services_stop
 nats_start
+mock_start
 service_ports_pick
 
 for svc in "${MOAT_DB_SERVICES[@]}"; do
@@ -89,6 +90,17 @@ while ((${#pending[@]} > 0)); do
 	sleep 0.5
 done
 
+# The demo tenant: organization, project, the mock as provider, route demo-model and a project key,
+# created through the admin API with the platform-admin key identity wrote on its first start.
+log "bootstrapping the demo tenant (log: $(rel "${MOAT_LOGS}/demo.log"))"
+if ! MOCK_PROVIDER_CREDENTIAL="$(secret MOCK_PROVIDER_CREDENTIAL)" "${MOAT_BIN}/demo" \
+	-config "$(service_grpc_addr config)" -identity "$(service_grpc_addr identity)" \
+	-admin-key-file "${MOAT_STATE}/admin.key" -gateway "http://$(service_http_addr gateway)" \
+	-mock-url "http://127.0.0.1:${MOCK_PORT}/v1" -out "${MOAT_STATE}/demo.env" >"${MOAT_LOGS}/demo.log" 2>&1; then
+	cat "${MOAT_LOGS}/demo.log" >&2
+	die "the demo bootstrap failed (output above)"
+fi
+
 # platform.env: what clients and the e2e suite need. It holds local passwords, so mode 0600.
 tmp="${MOAT_PLATFORM_ENV}.tmp"
 (
@@ -106,6 +118,8 @@ tmp="${MOAT_PLATFORM_ENV}.tmp"
 		done
 		echo "MOAT_POSTGRES_URL=$(pg_superuser_url)"
 		echo "NATS_URL=${NATS_URL}"
+		echo "MOAT_MOCK_URL=http://127.0.0.1:${MOCK_PORT}/v1"
+		echo "MOAT_DEMO_ENV=${MOAT_STATE}/demo.env"
 		echo "MOAT_NATS_MONITOR=127.0.0.1:${NATS_MONITOR_PORT}"
 	} >"${tmp}"
 )
@@ -123,7 +137,16 @@ mv -f "${tmp}" "${MOAT_PLATFORM_ENV}"
 		"databases: ${MOAT_DB_SERVICES[*]/#/${MOAT_DB_PREFIX}}"
 	printf '  %-10s %-22s %s\n' nats "127.0.0.1:${NATS_PORT}" "monitor: http://127.0.0.1:${NATS_MONITOR_PORT}"
 	echo
+	printf '  %-10s %-22s %s\n' mock "127.0.0.1:${MOCK_PORT}" "model provider for the demo (OpenAI wire format)"
+	echo
 	echo "  Gateway:   http://$(service_http_addr gateway)"
+	echo "  Demo:      $(rel "${MOAT_STATE}/demo.env") (MOAT_BASE_URL, MOAT_API_KEY, MOAT_ADMIN_KEY, MOAT_ORG, MOAT_PROJECT)"
+	echo
+	echo "  Try it:"
+	echo "    set -a; . $(rel "${MOAT_STATE}/demo.env"); set +a"
+	echo "    curl -s \"\$MOAT_BASE_URL/chat/completions\" -H \"Authorization: Bearer \$MOAT_API_KEY\" \\"
+	echo "      -H 'Content-Type: application/json' -d '{\"model\":\"demo-model\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	echo
 	echo "  Addresses: $(rel "${MOAT_PLATFORM_ENV}")   Credentials: $(rel "${MOAT_SECRETS}")"
 	echo "  Stop with: ${MOAT_INSTANCE:+MOAT_INSTANCE=${MOAT_INSTANCE} }make dev-down"
 	echo

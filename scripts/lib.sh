@@ -47,6 +47,7 @@ declare -A MOAT_DEFAULT_GRPC_PORT=([gateway]=9090 [identity]=9091 [config]=9092 
 MOAT_DEFAULT_PG_PORT=55432
 MOAT_DEFAULT_NATS_PORT=4222
 MOAT_DEFAULT_NATS_MONITOR_PORT=8222
+MOAT_DEFAULT_MOCK_PORT=8090
 
 # ---------------------------------------------------------------------------------------------------
 # Logging
@@ -117,6 +118,19 @@ secret() {
 		env_set "${MOAT_SECRETS}" "${key}" "${value}"
 	fi
 	chmod 0600 "${MOAT_SECRETS}"
+	printf '%s\n' "${value}"
+}
+
+# secret_b64 KEY prints a secret of 32 random bytes in base64 (for keys that must decode to bytes),
+# generated on first use like secret.
+secret_b64() {
+	local key=$1 value
+	value="$(env_get "${MOAT_SECRETS}" "${key}")"
+	if [[ -z ${value} ]]; then
+		value="$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+		secret "${key}" >/dev/null # creates the file with its header and mode
+		env_set "${MOAT_SECRETS}" "${key}" "${value}"
+	fi
 	printf '%s\n' "${value}"
 }
 
@@ -875,6 +889,13 @@ service_env() {
 	if [[ " ${MOAT_DB_SERVICES[*]} " == *" ${svc} "* ]]; then
 		echo "DATABASE_URL=$(pg_service_url "${svc}")"
 	fi
+	# Shared secrets (docs/walking-skeleton.md), generated once into secrets.env.
+	echo "MOAT_KEY_SECRET=$(secret_b64 MOAT_KEY_SECRET)"
+	echo "MOAT_INTERNAL_TOKEN=$(secret MOAT_INTERNAL_TOKEN)"
+	case ${svc} in
+	config | gateway) echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)" ;;
+	identity) echo "MOAT_BOOTSTRAP_ADMIN_KEY_FILE=${MOAT_STATE}/admin.key" ;;
+	esac
 	# Every service learns where the others listen (the gateway routes to them).
 	for other in "${MOAT_SERVICES[@]}"; do
 		up="$(upper "${other}")"
@@ -896,8 +917,14 @@ service_start() {
 	local svc=$1 envs=() logfile="${MOAT_LOGS}/$1.log"
 	mapfile -t envs < <(service_env "${svc}")
 	[[ -f ${logfile} ]] && mv -f "${logfile}" "${logfile}.1"
+	# MOAT_CPUS_<SVC> (e.g. MOAT_CPUS_GATEWAY=0) pins a service to CPUs from its start, so that
+	# its GOMAXPROCS matches (make bench does this).
+	local cpus_var="MOAT_CPUS_$(upper "${svc}")" pin=()
+	if [[ -n ${!cpus_var:-} ]]; then
+		pin=(taskset -c "${!cpus_var}")
+	fi
 	start_daemon "${svc}" "$(service_pidfile "${svc}")" "${logfile}" "${MOAT_ROOT}" \
-		env "${envs[@]}" "${MOAT_BIN}/${svc}" serve
+		"${pin[@]}" env "${envs[@]}" "${MOAT_BIN}/${svc}" serve
 }
 
 # services_stop stops every service of this instance: SIGTERM, a grace period, then SIGKILL. It
@@ -930,4 +957,41 @@ services_stop() {
 	for svc in "${MOAT_SERVICES[@]}"; do
 		rm -f "$(service_pidfile "${svc}")"
 	done
+}
+
+# ---------------------------------------------------------------------------------------------------
+# The mock model provider (e2e/cmd/mockprovider): the provider of the demo tenant, offline.
+
+mock_pidfile() {
+	printf '%s\n' "${MOAT_RUN}/mockprovider.pid"
+}
+
+# mock_start starts the mock provider on MOCK_PORT (kept in ports.env) and waits until it answers.
+mock_start() {
+	local pid _
+	pid="$(cat "$(mock_pidfile)" 2>/dev/null || true)"
+	if pid_alive "${pid}" "${MOAT_BIN}/mockprovider"; then
+		stop_pids 10 mockprovider "${pid}"
+	fi
+	pick_port MOCK_PORT "${MOAT_PORTS}" MOCK_PORT "${MOAT_DEFAULT_MOCK_PORT}"
+	log "starting the mock model provider on 127.0.0.1:${MOCK_PORT}"
+	start_daemon mockprovider "$(mock_pidfile)" "${MOAT_LOGS}/mockprovider.log" "${MOAT_ROOT}" \
+		env "MOCK_PROVIDER_CREDENTIAL=$(secret MOCK_PROVIDER_CREDENTIAL)" \
+		"${MOAT_BIN}/mockprovider" -addr "127.0.0.1:${MOCK_PORT}" -model mock-model
+	for _ in $(seq 1 100); do
+		[[ $(http_status "127.0.0.1:${MOCK_PORT}" /v1/models) != 000 ]] && return 0
+		sleep 0.1
+	done
+	tail -n 20 "${MOAT_LOGS}/mockprovider.log" >&2 || true
+	die "the mock provider did not answer on 127.0.0.1:${MOCK_PORT}"
+}
+
+mock_stop() {
+	local pid
+	pid="$(cat "$(mock_pidfile)" 2>/dev/null || true)"
+	if pid_alive "${pid}" "${MOAT_BIN}/mockprovider"; then
+		log "stopping the mock provider"
+		stop_pids 10 mockprovider "${pid}"
+	fi
+	rm -f "$(mock_pidfile)"
 }

@@ -83,6 +83,8 @@ run_e2e() {
 		set -a
 		# shellcheck source=/dev/null
 		source "${E2E_STATE}/platform.env"
+		# shellcheck source=/dev/null
+		source "${E2E_STATE}/demo.env"
 		set +a
 		go test -count=1 -race -tags e2e github.com/moat-ai/moat/e2e/...
 	)

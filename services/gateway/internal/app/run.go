@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,9 +13,18 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/events"
+	"github.com/moat-ai/moat/libs/grpcclient"
+	"github.com/moat-ai/moat/libs/secretbox"
 	"github.com/moat-ai/moat/libs/serve"
 	"github.com/moat-ai/moat/libs/telemetry"
+	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/apiproxy"
+	"github.com/moat-ai/moat/services/gateway/internal/openai"
+	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
+	"github.com/moat-ai/moat/services/gateway/internal/usage"
 )
 
 const service = "gateway"
@@ -29,7 +39,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(ctx, getenv)
+	// migrate does nothing, so it needs none of serve's settings.
+	cfg, err := loadConfig(ctx, getenv)
+	if err == nil && cmd == "serve" {
+		err = cfg.Validate()
+	}
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
@@ -47,22 +61,116 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer tel.Close(log)
 
+	// Validate has parsed both already; errors here cannot happen.
+	keyring, err := secretbox.ParseKeyring(cfg.KEK)
+	if err != nil {
+		return fmt.Errorf("MOAT_KEK: %w", err)
+	}
+	hasher, err := cfg.Auth.Hasher()
+	if err != nil {
+		return err
+	}
+
+	// The in-memory state every request is served from, and the streams
+	// that keep it current.
+	keys := authn.NewIndex(hasher)
+	store := snapshot.NewStore(keyring, log)
+	var keysFresh snapshot.Freshness
+	if err := snapshot.RegisterMetrics(tel.MeterProvider, store, keys, &keysFresh); err != nil {
+		return err
+	}
+	configConn, err := grpcclient.Dial(cfg.ConfigGRPC, tel, cfg.Auth.InternalToken)
+	if err != nil {
+		return fmt.Errorf("MOAT_CONFIG_GRPC: %w", err)
+	}
+	defer configConn.Close()
+	identityConn, err := grpcclient.Dial(cfg.Auth.IdentityGRPC, tel, cfg.Auth.InternalToken)
+	if err != nil {
+		return fmt.Errorf("MOAT_IDENTITY_GRPC: %w", err)
+	}
+	defer identityConn.Close()
+	identity := snapshot.WatchFreshness(identityv1.NewIdentityServiceClient(identityConn), &keysFresh)
+
 	nc, js, err := events.Connect(cfg.Events.NATSURL, service, log)
 	if err != nil {
 		return err
 	}
 	defer events.Drain(nc, cfg.Serve.DrainTimeout)
-
-	srv, err := serve.NewServers(log, tel, cfg.Serve)
+	publisher, err := usage.New(js, usage.Options{
+		QueueSize:  cfg.Usage.QueueSize,
+		Publishers: cfg.Usage.Publishers,
+		Drain:      cfg.Serve.DrainTimeout,
+		Meter:      tel.MeterProvider,
+		Propagator: tel.Propagator,
+		Log:        log,
+	})
 	if err != nil {
 		return err
 	}
+
+	admin, err := apiproxy.New(apiproxy.Backends{
+		Identity: cfg.IdentityHTTP, Config: cfg.ConfigHTTP, Billing: cfg.BillingHTTP, Audit: cfg.AuditHTTP,
+	}, log)
+	if err != nil {
+		return err
+	}
+	transport := openai.NewTransport(openai.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout})
+	defer transport.CloseIdleConnections()
+
+	srv, err := serve.NewServers(log, tel, cfg.Serve,
+		serve.Check{Name: "config_snapshot", Fn: readyWhen(store.Ready)},
+		serve.Check{Name: "key_index", Fn: readyWhen(keys.Ready)},
+	)
+	if err != nil {
+		return err
+	}
+	openai.New(openai.Options{
+		Keys:        keys,
+		Routes:      store,
+		Usage:       publisher,
+		Transport:   transport,
+		IdleTimeout: cfg.Upstream.IdleTimeout,
+		Log:         log,
+	}).Mount(srv.Mux)
+	srv.Mux.Handle("/api/", admin)
+
+	// The publisher outlives the servers: requests that finish while the
+	// HTTP server drains still record usage, so it stops only after
+	// srv.Run has returned, and then drains its queue within
+	// DRAIN_TIMEOUT before NATS is closed.
+	pubCtx, stopPublisher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublisher()
+	published := make(chan error, 1)
+	go func() { published <- publisher.Run(pubCtx) }()
+
 	stream := events.StreamConfig{Name: "GATEWAY", Subjects: []string{"gateway.>"}, Replicas: cfg.Events.NATSReplicas}
-	return srv.Run(ctx, func(ctx context.Context) error { return ensureStream(ctx, js, stream, log) })
+	err = srv.Run(ctx,
+		func(ctx context.Context) error { return ensureStream(ctx, js, stream, log) },
+		func(ctx context.Context) error {
+			return snapshot.Follow(ctx, configv1.NewConfigServiceClient(configConn), store, log)
+		},
+		func(ctx context.Context) error { return authn.Follow(ctx, identity, keys, log) },
+	)
+	stopPublisher()
+	return errors.Join(err, <-published)
+}
+
+var errNotYet = errors.New("no snapshot yet")
+
+// readyWhen turns a state's Ready into a readiness check. Once ready, a
+// state stays ready: the gateway serves its last good snapshot when the
+// stream's source is down.
+func readyWhen(ready func() bool) func(context.Context) error {
+	return func(context.Context) error {
+		if !ready() {
+			return errNotYet
+		}
+		return nil
+	}
 }
 
 // ensureStream creates or updates the gateway's stream, retrying while NATS
-// is unreachable: the gateway serves traffic without NATS and spools events.
+// is unreachable: the gateway serves traffic without NATS.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg events.StreamConfig, log *slog.Logger) error {
 	for {
 		_, err := events.EnsureStream(ctx, js, cfg)
