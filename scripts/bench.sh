@@ -20,6 +20,8 @@ export MOAT_INSTANCE=bench
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export MOAT_CPUS_GATEWAY=0 MOAT_CPUS_IDENTITY=1 MOAT_CPUS_CONFIG=1 MOAT_CPUS_BILLING=1 MOAT_CPUS_AUDIT=1
 export LOG_LEVEL=warn
+MOAT_PPROF_GATEWAY="127.0.0.1:$(free_port 6060)"
+export MOAT_PPROF_GATEWAY
 
 slow_pid=""
 cleanup() {
@@ -64,11 +66,20 @@ done
 gateway_pid="$(cat "$(service_pidfile gateway)")"
 log "gateway pid ${gateway_pid} on CPU $(taskset -cp "${gateway_pid}" | sed 's/.*: //'); load generator on CPU 1"
 
-BENCH_GATEWAY_GOMAXPROCS=1 taskset -c 1 "${MOAT_BIN}/bench" \
-	-gateway "${MOAT_BASE_URL}" -gateway-key "${MOAT_API_KEY}" \
-	-direct "${MOAT_MOCK_URL}" -direct-key "${mock_credential}" \
+# The keys travel in the environment (MOAT_API_KEY, MOCK_PROVIDER_CREDENTIAL), not on the command line.
+MOCK_PROVIDER_CREDENTIAL="${mock_credential}" BENCH_GATEWAY_GOMAXPROCS=1 taskset -c 1 "${MOAT_BIN}/bench" \
+	-gateway "${MOAT_BASE_URL}" -direct "${MOAT_MOCK_URL}" \
 	-slow-model slow-model -slow-direct "http://127.0.0.1:${slow_port}/v1" \
 	-gateway-pid "${gateway_pid}" -out "${MOAT_ROOT}/.bench" \
 	-step "${BENCH_STEP:-20s}" -rates "${BENCH_RATES:-100,500,1000,3000}" -rounds "${BENCH_ROUNDS:-10}" \
-	-sat-workers "${BENCH_SAT_WORKERS:-64}" \
+	-sat-workers "${BENCH_SAT_WORKERS:-64}" -pprof "http://${MOAT_PPROF_GATEWAY}" \
 	-features "API-key auth, routing, usage events to JetStream (guardrails, budgets and rate limits do not exist yet), commit $(git -C "${MOAT_ROOT}" rev-parse --short HEAD)"
+
+latest="$(find "${MOAT_ROOT}/.bench" -mindepth 1 -maxdepth 1 -type d | sort | tail -n 1)"
+if [[ -f ${latest}/gateway-cpu-rate-1000.pprof ]]; then
+	{
+		printf '\n### Gateway CPU profile at 1000 req/s (top 25, flat)\n\n```\n'
+		go tool pprof -top -nodecount=25 "${MOAT_BIN}/gateway" "${latest}/gateway-cpu-rate-1000.pprof" 2>/dev/null
+		printf '```\n'
+	} | tee -a "${latest}/results.md"
+fi

@@ -136,8 +136,7 @@ mv -f "${tmp}" "${MOAT_PLATFORM_ENV}"
 	printf '  %-10s %-22s %s\n' postgres "127.0.0.1:${PG_PORT}" \
 		"databases: ${MOAT_DB_SERVICES[*]/#/${MOAT_DB_PREFIX}}"
 	printf '  %-10s %-22s %s\n' nats "127.0.0.1:${NATS_PORT}" "monitor: http://127.0.0.1:${NATS_MONITOR_PORT}"
-	echo
-	printf '  %-10s %-22s %s\n' mock "127.0.0.1:${MOCK_PORT}" "model provider for the demo (OpenAI wire format)"
+	printf '  %-10s %-22s %s\n' mock "127.0.0.1:${MOCK_PORT}" "the demo's model provider (OpenAI wire format)"
 	echo
 	echo "  Gateway:   http://$(service_http_addr gateway)"
 	echo "  Demo:      $(rel "${MOAT_STATE}/demo.env") (MOAT_BASE_URL, MOAT_API_KEY, MOAT_ADMIN_KEY, MOAT_ORG, MOAT_PROJECT)"

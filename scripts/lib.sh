@@ -896,6 +896,11 @@ service_env() {
 	config | gateway) echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)" ;;
 	identity) echo "MOAT_BOOTSTRAP_ADMIN_KEY_FILE=${MOAT_STATE}/admin.key" ;;
 	esac
+	# MOAT_PPROF_<SVC>=host:port serves that service's pprof there (make bench profiles the gateway).
+	local pprof_var="MOAT_PPROF_$(upper "${svc}")"
+	if [[ -n ${!pprof_var:-} ]]; then
+		echo "PPROF_ADDR=${!pprof_var}"
+	fi
 	# Every service learns where the others listen (the gateway routes to them).
 	for other in "${MOAT_SERVICES[@]}"; do
 		up="$(upper "${other}")"

@@ -70,6 +70,39 @@ run_go_tests() {
 	go test "${TEST_FLAGS[@]}" ${pkgs}
 }
 
+# scan_secrets fails when a secret of the e2e run appears where none may (RELIABILITY.md scenario 17):
+# the services' logs, the JetStream store (every event published) and a dump of every service
+# database. It looks for any full API key (moat_ and 43 characters; the database keeps only HMACs
+# and 12-character prefixes) and for the literal shared secrets and provider credential.
+scan_secrets() {
+	section "e2e: scanning logs, events and databases for secrets"
+	local dump="${E2E_STATE}/scan" svc hits=0 value name
+	mkdir -p "${dump}"
+	for svc in "${MOAT_DB_SERVICES[@]}"; do
+		"$(pg_find_bindir)/pg_dump" --data-only "$(pg_url postgres \
+			"$(secret PG_SUPERUSER_PASSWORD)" "${E2E_INSTANCE}_${svc}")" >"${dump}/${svc}.sql" ||
+			die "pg_dump of ${E2E_INSTANCE}_${svc} failed"
+	done
+	local places=("${E2E_STATE}/logs" "${E2E_STATE}/nats" "${dump}")
+	if grep -rEaqo 'moat_[A-Za-z0-9_-]{43}' "${places[@]}"; then
+		grep -rEalo 'moat_[A-Za-z0-9_-]{43}' "${places[@]}" >&2
+		log "a full API key appears in the files above"
+		hits=1
+	fi
+	for name in MOCK_PROVIDER_CREDENTIAL MOAT_INTERNAL_TOKEN MOAT_KEY_SECRET MOAT_KEK_LOCAL1; do
+		value="$(env_get "${MOAT_SECRETS}" "${name}")"
+		[[ -n ${value} ]] || die "secret ${name} is missing from $(rel "${MOAT_SECRETS}")"
+		if grep -rFaq -- "${value}" "${places[@]}"; then
+			grep -rFal -- "${value}" "${places[@]}" >&2
+			log "the value of ${name} appears in the files above"
+			hits=1
+		fi
+	done
+	rm -rf "${dump}"
+	((hits == 0)) || die "secrets leaked into logs, events or databases"
+	log "no API key, credential or shared secret in logs, events or databases"
+}
+
 run_e2e() {
 	section "e2e: platform instance '${E2E_INSTANCE}'"
 	# Start from nothing: empty databases (MOAT_DB_RESET) and a fresh NATS store.
@@ -92,6 +125,7 @@ run_e2e() {
 	section "e2e: stopping the platform instance"
 	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_KEEP_PG=1 "${MOAT_ROOT}/scripts/dev-down.sh"
 	e2e_started=0
+	scan_secrets
 	local left
 	mapfile -t left < <(tagged_pids "${E2E_STATE}")
 	mapfile -t left < <(live_pids "${left[@]}")

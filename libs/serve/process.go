@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -24,6 +25,10 @@ type Config struct {
 	HTTPAddr     string        `env:"HTTP_ADDR, default=:8080"`
 	LogLevel     string        `env:"LOG_LEVEL, default=info"`
 	DrainTimeout time.Duration `env:"DRAIN_TIMEOUT, default=10s"`
+	// PprofAddr, when set, serves net/http/pprof on its own listener, for
+	// profiling (make bench uses it). Keep it on loopback: profiles reveal
+	// internals and cost CPU while they run.
+	PprofAddr string `env:"PPROF_ADDR"`
 }
 
 // Validate reports every problem at once.
@@ -76,6 +81,7 @@ type Servers struct {
 	unary    []grpc.UnaryServerInterceptor
 	stream   []grpc.StreamServerInterceptor
 	restConn *grpc.ClientConn
+	pprofLis net.Listener
 }
 
 // NewServers listens on the configured addresses and builds the servers of
@@ -97,6 +103,13 @@ func NewServers(log *slog.Logger, tel *telemetry.Telemetry, cfg Config, checks .
 		return nil, err
 	}
 	s := &Servers{log: log, tel: tel, cfg: cfg, grpcLis: grpcLis, httpLis: httpLis, proxy: mark}
+	if cfg.PprofAddr != "" {
+		if s.pprofLis, err = Listen(cfg.PprofAddr); err != nil {
+			_ = grpcLis.Close()
+			_ = httpLis.Close()
+			return nil, err
+		}
+	}
 	s.Health = NewHealth(checks...)
 	s.Mux = http.NewServeMux()
 	s.Health.Mount(s.Mux)
@@ -173,10 +186,28 @@ func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) erro
 	g.Go(func() error { return s.Health.Run(gctx) })
 	g.Go(func() error { return GRPC(serversCtx, s.GRPC, s.grpcLis, s.cfg.DrainTimeout) })
 	g.Go(func() error { return HTTP(serversCtx, httpSrv, s.httpLis, s.cfg.DrainTimeout) })
+	if s.pprofLis != nil {
+		s.log.Info("serving pprof", "addr", s.pprofLis.Addr().String())
+		g.Go(func() error {
+			return HTTP(serversCtx, &http.Server{Handler: pprofMux(), ReadHeaderTimeout: defaultReadHeaderTimeout}, s.pprofLis, time.Second)
+		})
+	}
 	for _, w := range workers {
 		g.Go(func() error { return w(gctx) })
 	}
 	err := g.Wait()
 	s.log.Info("stopped")
 	return err
+}
+
+// pprofMux serves the runtime profiles under /debug/pprof/ without touching
+// http.DefaultServeMux.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -41,6 +41,8 @@ type config struct {
 	rates                  []int
 	satWorkers             int
 	features               string
+	pprofURL               string // the gateway's pprof base URL, to profile the 1000 req/s step
+	dir                    string // this run's output folder
 }
 
 func main() {
@@ -63,6 +65,7 @@ func main() {
 	flag.StringVar(&rates, "rates", "100,500,1000,3000", "fixed rates, requests per second")
 	flag.IntVar(&c.satWorkers, "sat-workers", 64, "connections of the closed-loop saturation run")
 	flag.StringVar(&c.features, "features", "", "the governance features on in the measured gateway, for the report")
+	flag.StringVar(&c.pprofURL, "pprof", "", "the gateway's pprof base URL (http://host:port); profiles the 1000 req/s step")
 	flag.Parse()
 	for _, r := range strings.Split(rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
@@ -101,6 +104,7 @@ func run(ctx context.Context, c config) error {
 	}
 	stamp := time.Now().UTC().Format("20060102T150405Z")
 	dir := filepath.Join(c.out, stamp)
+	c.dir = dir
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
@@ -263,18 +267,32 @@ func attack(ctx context.Context, c config, t target, scenario string, pacer vege
 	} else {
 		opts = append(opts, vegeta.Workers(32))
 	}
-	atk := vegeta.NewAttacker(opts...)
+	// An Attacker stops itself at the end of an attack: one per attack.
 	if c.warmup > 0 {
-		for range atk.Attack(vegeta.NewStaticTargeter(tgt), pacer, c.warmup, "warmup") {
+		for range vegeta.NewAttacker(opts...).Attack(vegeta.NewStaticTargeter(tgt), pacer, c.warmup, "warmup") {
 		}
+	}
+	profiled := make(chan error, 1)
+	if c.pprofURL != "" && t.name == "gateway" && scenario == "rate-1000" {
+		go func() {
+			profiled <- profile(ctx, c.pprofURL, d-2*time.Second, filepath.Join(c.dir, "gateway-cpu-rate-1000.pprof"))
+		}()
+	} else {
+		profiled <- nil
 	}
 	before := cpuTime(c.gatewayPID)
 	var m vegeta.Metrics
-	for res := range atk.Attack(vegeta.NewStaticTargeter(tgt), pacer, d, scenario) {
+	for res := range vegeta.NewAttacker(opts...).Attack(vegeta.NewStaticTargeter(tgt), pacer, d, scenario) {
 		m.Add(res)
 	}
 	m.Close()
 	cpu := cpuTime(c.gatewayPID) - before
+	if m.Requests == 0 {
+		return result{}, fmt.Errorf("%s %s: no request was sent", scenario, t.name)
+	}
+	if err := <-profiled; err != nil {
+		return result{}, fmt.Errorf("profile the gateway: %w", err)
+	}
 	r := result{Scenario: scenario, Target: t.name, Requests: m.Requests, Success: m.Success, Throughput: m.Throughput,
 		P50ms: ms(m.Latencies.P50), P90ms: ms(m.Latencies.P90), P99ms: ms(m.Latencies.P99), MaxMs: ms(m.Latencies.Max), Errors: m.Errors}
 	if t.name == "gateway" && m.Requests > 0 && c.gatewayPID > 0 {
@@ -365,4 +383,30 @@ func report(c config, all []result, loadBefore, loadAfter string) string {
 		fmt.Fprintf(&b, "\nPeak RSS of the gateway: %.1f MB. Saturation: %.0f req/s through the gateway, %d connections.\n", r.RSSMB, r.Throughput, c.satWorkers)
 	}
 	return b.String()
+}
+
+// profile saves a CPU profile of the gateway taken over d.
+func profile(ctx context.Context, base string, d time.Duration, path string) error {
+	secs := max(int(d/time.Second), 1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	f, err := os.Create(path) //nolint:gosec // inside this run's output folder
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
