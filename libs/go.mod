@@ -8,6 +8,7 @@ replace github.com/moat-ai/moat/proto/gen/go => ../proto/gen/go
 
 require (
 	github.com/exaring/otelpgx v0.13.0
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/go-cmp v0.7.0
 	github.com/google/uuid v1.6.0
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0

@@ -93,7 +93,7 @@ func TestIndexAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Authenticate(project key) = %v", err)
 	}
-	want := authn.Principal{Subject: "keys/k1", KeyID: "k1", Prefix: authn.DisplayPrefix(project), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
+	want := authn.Principal{Subject: "keys/k1", Kind: authn.KindAPIKey, KeyID: "k1", Prefix: authn.DisplayPrefix(project), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
 		Organization: "orgs/acme", Project: "orgs/acme/projects/web"}
 	if diff := cmp.Diff(want, p); diff != "" {
 		t.Errorf("principal mismatch (-want +got):\n%s", diff)

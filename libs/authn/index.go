@@ -103,6 +103,7 @@ func (s *indexState) put(e *identityv1.KeyIndexEntry) {
 	copy(h[:], e.GetKeyHmac())
 	en := &entry{hmac: h, principal: Principal{
 		Subject:      "keys/" + e.GetKeyId(),
+		Kind:         KindAPIKey,
 		KeyID:        e.GetKeyId(),
 		Prefix:       e.GetPrefix(),
 		Role:         e.GetRole(),

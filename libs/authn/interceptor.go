@@ -23,11 +23,17 @@ type Authenticator interface {
 
 // Interceptor authenticates every gRPC call of a service (and so every REST
 // call, which reaches gRPC through the service's own REST proxy): an API
-// key in `authorization: Bearer <key>` yields a Principal in the context;
+// key or, when Tokens is set, an OIDC access token in
+// `authorization: Bearer <credential>` yields a Principal in the context;
 // the methods listed in Internal require the internal token instead; health
 // and reflection are public. Authorization is the handler's job.
 type Interceptor struct {
+	// Auth checks API keys (credentials starting with KeyPrefix).
 	Auth Authenticator
+	// Tokens, when set, checks every other bearer credential as an OIDC
+	// access token; a verified token yields a KindUser Principal. When nil,
+	// every bearer credential goes to Auth.
+	Tokens Verifier
 	// Token is the internal token; Internal methods are refused without it.
 	Token string
 	// Internal lists full method names reserved for Moat's own services.
@@ -94,15 +100,21 @@ func (i *Interceptor) authenticate(ctx context.Context, method string) (context.
 		}
 		return ctx, nil
 	}
-	key, ok := bearer(first(md, "authorization"))
+	cred, ok := bearer(first(md, "authorization"))
 	if !ok {
-		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "missing credentials: send `Authorization: Bearer <API key>`"))
+		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "missing credentials: send `Authorization: Bearer <API key or access token>`"))
+	}
+	if i.Tokens != nil && !strings.HasPrefix(cred, KeyPrefix) {
+		return i.authenticateToken(ctx, method, cred)
+	}
+	if i.Auth == nil {
+		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "API keys are not accepted here"))
 	}
 	now := time.Now
 	if i.Now != nil {
 		now = i.Now
 	}
-	p, err := i.Auth.Authenticate(key, now())
+	p, err := i.Auth.Authenticate(cred, now())
 	if err != nil {
 		if !errors.Is(err, ErrUnauthenticated) {
 			return ctx, i.deny(ctx, method, status.Error(codes.Internal, "internal error"))
@@ -110,6 +122,23 @@ func (i *Interceptor) authenticate(ctx context.Context, method string) (context.
 		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "invalid API key: unknown, revoked or expired"))
 	}
 	return NewContext(ctx, p), nil
+}
+
+// authenticateToken admits the holder of a valid OIDC access token as a
+// user. Its refusals, like the key path's, never say what was wrong, so a
+// caller probing with forged tokens learns nothing from them.
+func (i *Interceptor) authenticateToken(ctx context.Context, method, raw string) (context.Context, error) {
+	claims, err := i.Tokens.Verify(ctx, raw)
+	switch {
+	case err == nil:
+		return NewContext(ctx, Principal{Subject: "users/" + claims.Subject, Kind: KindUser}), nil
+	case errors.Is(err, ErrUnauthenticated):
+		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "invalid access token: malformed, expired or not for this service"))
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return ctx, i.deny(ctx, method, status.FromContextError(err).Err())
+	default:
+		return ctx, i.deny(ctx, method, status.Error(codes.Internal, "internal error"))
+	}
 }
 
 func (i *Interceptor) deny(ctx context.Context, method string, err error) error {

@@ -1,7 +1,8 @@
 // Package authn authenticates Moat's callers the same way in every service:
 // API keys looked up in an in-memory key index that identity streams to
-// everyone (so no request waits on identity), the internal token on the
-// services' own watch streams, and the Principal a handler authorizes.
+// everyone (so no request waits on identity), OIDC access tokens checked
+// against the issuer's cached keys, the internal token on the services'
+// own watch streams, and the Principal a handler authorizes.
 //
 // It is the one package of libs allowed to read a business contract,
 // identity's key index, because every service must verify keys alike.

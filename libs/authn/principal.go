@@ -7,15 +7,30 @@ import (
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 )
 
+// Kind says how a Principal authenticated.
+type Kind string
+
+// The kinds of Principal.
+const (
+	// KindAPIKey is a caller that presented a Moat API key.
+	KindAPIKey Kind = "api_key"
+	// KindUser is a person who presented an OIDC access token.
+	KindUser Kind = "user"
+)
+
 // Principal is an authenticated caller.
 type Principal struct {
-	// Subject names the caller in audit records: keys/{key_id}.
+	// Subject names the caller in audit records: keys/{key_id} for an API
+	// key, users/{sub} for a user (sub as the issuer states it).
 	Subject string
+	// Kind says whether the caller used an API key or is a user.
+	Kind Kind
 	// KeyID is the id of the API key used.
 	KeyID string
 	// Prefix is the key's display prefix.
 	Prefix string
-	// Role is what the key may do.
+	// Role is what the key may do; unset for users, whose rights will come
+	// from their memberships.
 	Role identityv1.KeyIndexEntry_Role
 	// Organization is orgs/{org} for a project key, empty for a platform admin.
 	Organization string
@@ -23,9 +38,14 @@ type Principal struct {
 	Project string
 }
 
+// IsUser reports whether p is a person signed in through OIDC.
+func (p Principal) IsUser() bool { return p.Kind == KindUser }
+
 // IsPlatformAdmin reports whether p administers the whole platform.
 func (p Principal) IsPlatformAdmin() bool {
-	return p.Role == identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
+	// Users hold no key role; the kind check keeps a stray role from
+	// ever making one an admin before memberships exist.
+	return p.Kind != KindUser && p.Role == identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
 }
 
 var (
