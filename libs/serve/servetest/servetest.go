@@ -128,11 +128,21 @@ func WaitServing(t testing.TB, p *Process, addr string, within time.Duration) {
 // Get fetches url and returns the status code and body.
 func Get(t testing.TB, url string) (int, string) {
 	t.Helper()
+	return GetAs(t, url, "")
+}
+
+// GetAs is Get presenting the API key key as `Authorization: Bearer`, or
+// no credentials when key is empty.
+func GetAs(t testing.TB, url, key string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -144,6 +154,20 @@ func Get(t testing.TB, url string) (int, string) {
 		t.Fatalf("read %s: %v", url, err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// Eventually polls cond until it holds, failing the test after within
+// with what as the thing it waited for. Component tests wait for
+// asynchronous effects with it, never with a bare sleep.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // CheckProbes asserts the HTTP probes every Moat service serves.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -23,11 +24,16 @@ type Service struct {
 	Migrations []pg.Migrations
 	// Stream is the stream the service owns and creates at start.
 	Stream string
+	// Env holds the service's own variables (secrets, peers' addresses).
+	// Every environment the suite builds gets them wherever it does not
+	// set the variable itself, so that a case stays about what it sets.
+	Env Env
 }
 
-// Env returns a working environment for s: free loopback ports, a fresh
-// in-process NATS server and, for a service with a database, dbURL.
-func (s Service) Env(t testing.TB, dbURL string) Env {
+// Environ returns a working environment for s: free loopback ports, a
+// fresh in-process NATS server, dbURL for a service with a database, and
+// s.Env.
+func (s Service) Environ(t testing.TB, dbURL string) Env {
 	t.Helper()
 	e := Env{
 		"GRPC_ADDR":     FreeAddr(t),
@@ -38,7 +44,15 @@ func (s Service) Env(t testing.TB, dbURL string) Env {
 	if s.Migrations != nil {
 		e["DATABASE_URL"] = dbURL
 	}
-	return e
+	return s.complete(e)
+}
+
+// complete returns a copy of e with s.Env's variables where e has none.
+func (s Service) complete(e Env) Env {
+	out := make(Env, len(e)+len(s.Env))
+	maps.Copy(out, s.Env)
+	maps.Copy(out, e)
+	return out
 }
 
 // TestCommon runs the behaviour every Moat service shares: migrate brings an
@@ -60,7 +74,7 @@ func TestCommon(t *testing.T, s Service) {
 				}
 			}()
 		}
-		e := s.Env(t, dbURL)
+		e := s.Environ(t, dbURL)
 		if err := s.Run(context.Background(), []string{"migrate"}, e.Getenv, &SyncBuffer{}); err != nil {
 			t.Fatalf("Run(migrate) = %v", err)
 		}
@@ -83,14 +97,14 @@ func TestCommon(t *testing.T, s Service) {
 		t.Run("serve refuses an unmigrated database", func(t *testing.T) {
 			t.Parallel()
 			_, dbURL := pgtest.NewDatabase(t)
-			err := s.Run(context.Background(), nil, s.Env(t, dbURL).Getenv, &SyncBuffer{})
+			err := s.Run(context.Background(), nil, s.Environ(t, dbURL).Getenv, &SyncBuffer{})
 			if !errors.Is(err, pg.ErrSchemaBehind) {
 				t.Fatalf("Run(serve) on an empty database = %v, want ErrSchemaBehind", err)
 			}
 		})
 		t.Run("no database password in errors or logs", func(t *testing.T) {
 			t.Parallel()
-			e := Env{"DATABASE_URL": "postgres://svc:hunter2-secret@127.0.0.1:1/svc?connect_timeout=1"} //nolint:gosec // a fake password the test looks for
+			e := s.complete(Env{"DATABASE_URL": "postgres://svc:hunter2-secret@127.0.0.1:1/svc?connect_timeout=1"}) //nolint:gosec // a fake password the test looks for
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			log := &SyncBuffer{}
@@ -122,7 +136,7 @@ func TestCommon(t *testing.T, s Service) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := s.Run(context.Background(), tt.args, tt.env.Getenv, &SyncBuffer{})
+			err := s.Run(context.Background(), tt.args, s.complete(tt.env).Getenv, &SyncBuffer{})
 			if err == nil {
 				t.Fatalf("Run(%q) = nil, want an error", tt.args)
 			}

@@ -2,10 +2,8 @@ package app_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -21,8 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events"
-	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
 	"github.com/moat-ai/moat/libs/serve/servetest"
 	auditv1 "github.com/moat-ai/moat/proto/gen/go/moat/audit/v1"
@@ -30,36 +28,15 @@ import (
 	"github.com/moat-ai/moat/services/audit/internal/app"
 )
 
-const internalToken = "internal-token-for-tests-only"
-
-var keySecret = make([]byte, 32)
-
-// withAuth adds the shared secrets and an identity address to getenv where
-// it has none, so that the common suite's environments are complete.
-func withAuth(getenv func(string) string, identity string) func(string) string {
-	defaults := map[string]string{
-		"MOAT_KEY_SECRET":     base64.StdEncoding.EncodeToString(keySecret),
-		"MOAT_INTERNAL_TOKEN": internalToken,
-		"MOAT_IDENTITY_GRPC":  identity,
-	}
-	return func(k string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return defaults[k]
-	}
-}
-
 func TestCommon(t *testing.T) {
 	t.Parallel()
 	// Nothing listens on the identity address, and no producer stream
 	// exists: Follow and the consumers keep retrying, which must not stop
 	// the service.
-	identity := servetest.FreeAddr(t)
-	run := func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, withAuth(getenv, identity), stderr)
-	}
-	servetest.TestCommon(t, servetest.Service{Run: run, Migrations: app.Migrations, Stream: "AUDIT"})
+	servetest.TestCommon(t, servetest.Service{
+		Run: app.Run, Migrations: app.Migrations, Stream: "AUDIT",
+		Env: authntest.Env(servetest.FreeAddr(t)),
+	})
 }
 
 func TestConfigNamesAuthVariables(t *testing.T) {
@@ -72,84 +49,6 @@ func TestConfigNamesAuthVariables(t *testing.T) {
 	}
 }
 
-// fakeIdentity streams a fixed key index to callers holding the internal
-// token, as identity does.
-type fakeIdentity struct {
-	identityv1.UnimplementedIdentityServiceServer
-	entries []*identityv1.KeyIndexEntry
-}
-
-func (f *fakeIdentity) WatchKeyIndex(_ *identityv1.WatchKeyIndexRequest, stream grpc.ServerStreamingServer[identityv1.WatchKeyIndexResponse]) error {
-	md, _ := metadata.FromIncomingContext(stream.Context())
-	if got := md.Get(grpcclient.InternalTokenKey); len(got) != 1 || got[0] != internalToken {
-		return status.Error(codes.Unauthenticated, "internal token required")
-	}
-	if err := stream.Send(&identityv1.WatchKeyIndexResponse{Version: 1, Event: &identityv1.WatchKeyIndexResponse_Snapshot{
-		Snapshot: &identityv1.KeyIndexSnapshot{Entries: f.entries},
-	}}); err != nil {
-		return err
-	}
-	<-stream.Context().Done()
-	return nil
-}
-
-func startIdentity(t *testing.T, entries ...*identityv1.KeyIndexEntry) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	identityv1.RegisterIdentityServiceServer(srv, &fakeIdentity{entries: entries})
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
-}
-
-func newKey(t *testing.T) string {
-	t.Helper()
-	k, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func get(t *testing.T, url, key string) (int, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestAuditEventsReachTheAPI drives the wired service: audit events that
 // config and identity publish on their streams (created after audit
 // started) are stored and served, over REST and gRPC, to a platform admin
@@ -157,22 +56,16 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // one else.
 func TestAuditEventsReachTheAPI(t *testing.T) {
 	t.Parallel()
-	hasher, err := authn.NewHasher(keySecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, projectKey := newKey(t), newKey(t)
-	identity := startIdentity(t,
-		&identityv1.KeyIndexEntry{KeyId: "admin", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN},
-		&identityv1.KeyIndexEntry{KeyId: "web", KeyHmac: hasher.Hash(projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
-			Organization: "orgs/acme", Project: "orgs/acme/projects/web"},
+	h := authntest.Hasher(t)
+	adminKey, projectKey := authntest.Key(t), authntest.Key(t)
+	identity := authntest.StartIdentity(t, authntest.InternalToken,
+		authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
+		authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
 	)
-	svc := servetest.Service{Run: app.Run, Migrations: app.Migrations, Stream: "AUDIT"}
+	svc := servetest.Service{Run: app.Run, Migrations: app.Migrations, Stream: "AUDIT", Env: authntest.Env(identity.Addr())}
 	_, dbURL := pgtest.NewDatabase(t, app.Migrations...)
-	env := svc.Env(t, dbURL)
-	p := servetest.Start(t, func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, withAuth(getenv, identity), stderr)
-	}, env)
+	env := svc.Environ(t, dbURL)
+	p := servetest.Start(t, app.Run, env)
 	servetest.WaitServing(t, p, env["GRPC_ADDR"], 20*time.Second)
 
 	nc, err := nats.Connect(env["NATS_URL"])
@@ -214,9 +107,9 @@ func TestAuditEventsReachTheAPI(t *testing.T) {
 			Name, Organization, Producer, Outcome string
 		}
 	}
-	eventually(t, 20*time.Second, "two acme audit events in the REST list", func() bool {
-		code, body := get(t, url, adminKey)
-		return code == http.StatusOK && json.Unmarshal(body, &list) == nil && len(list.AuditEvents) == 2
+	servetest.Eventually(t, 20*time.Second, "two acme audit events in the REST list", func() bool {
+		code, body := servetest.GetAs(t, url, adminKey)
+		return code == http.StatusOK && json.Unmarshal([]byte(body), &list) == nil && len(list.AuditEvents) == 2
 	})
 	for i, want := range []string{"moat/identity", "moat/config"} {
 		e := list.AuditEvents[i]
@@ -228,8 +121,8 @@ func TestAuditEventsReachTheAPI(t *testing.T) {
 	for _, tt := range []struct {
 		key  string
 		want int
-	}{{"", http.StatusUnauthorized}, {newKey(t), http.StatusUnauthorized}, {projectKey, http.StatusForbidden}} {
-		if code, body := get(t, url, tt.key); code != tt.want {
+	}{{"", http.StatusUnauthorized}, {authntest.Key(t), http.StatusUnauthorized}, {projectKey, http.StatusForbidden}} {
+		if code, body := servetest.GetAs(t, url, tt.key); code != tt.want {
 			t.Errorf("GET auditEvents with key %q = %d %s, want %d", authn.DisplayPrefix(tt.key), code, body, tt.want)
 		}
 	}
@@ -243,7 +136,7 @@ func TestAuditEventsReachTheAPI(t *testing.T) {
 	as := func(key string) context.Context {
 		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
 	}
-	eventually(t, 20*time.Second, "umbrella's audit event", func() bool {
+	servetest.Eventually(t, 20*time.Second, "umbrella's audit event", func() bool {
 		resp, err := client.ListAuditEvents(as(adminKey), &auditv1.ListAuditEventsRequest{Parent: "orgs/umbrella"})
 		return err == nil && len(resp.GetAuditEvents()) == 1
 	})

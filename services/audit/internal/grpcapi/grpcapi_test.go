@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
@@ -81,16 +82,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 
-	hasher, err := authn.NewHasher(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, projectKey := newKey(t), newKey(t)
-	ix := authn.NewIndex(hasher)
+	h := authntest.Hasher(t)
+	adminKey, projectKey := authntest.Key(t), authntest.Key(t)
+	ix := authn.NewIndex(h)
 	ix.Replace(1, []*identityv1.KeyIndexEntry{
-		{KeyId: "admin", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN},
-		{KeyId: "web", KeyHmac: hasher.Hash(projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
-			Organization: "orgs/acme", Project: "orgs/acme/projects/web"},
+		authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
+		authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
 	})
 	ic := &authn.Interceptor{Auth: ix}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()))
@@ -107,15 +104,6 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return &fixture{client: auditv1.NewAuditServiceClient(conn), adminKey: adminKey, projectKey: projectKey, records: records}
-}
-
-func newKey(t *testing.T) string {
-	t.Helper()
-	k, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func as(key string) context.Context {
@@ -247,7 +235,7 @@ func TestErrors(t *testing.T) {
 		want codes.Code
 	}{
 		{"no key", "", &auditv1.ListAuditEventsRequest{Parent: "orgs/acme"}, codes.Unauthenticated},
-		{"unknown key", newKey(t), &auditv1.ListAuditEventsRequest{Parent: "orgs/acme"}, codes.Unauthenticated},
+		{"unknown key", authntest.Key(t), &auditv1.ListAuditEventsRequest{Parent: "orgs/acme"}, codes.Unauthenticated},
 		{"not a key", "hunter2", &auditv1.ListAuditEventsRequest{Parent: "orgs/acme"}, codes.Unauthenticated},
 		{"project key", f.projectKey, &auditv1.ListAuditEventsRequest{Parent: "orgs/acme"}, codes.PermissionDenied},
 		{"empty parent", f.adminKey, &auditv1.ListAuditEventsRequest{}, codes.InvalidArgument},

@@ -2,10 +2,8 @@ package app_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,8 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events"
-	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
 	"github.com/moat-ai/moat/libs/serve/servetest"
 	billingv1 "github.com/moat-ai/moat/proto/gen/go/moat/billing/v1"
@@ -32,35 +30,14 @@ import (
 	"github.com/moat-ai/moat/services/billing/internal/app"
 )
 
-const internalToken = "internal-token-for-tests-only"
-
-var keySecret = make([]byte, 32)
-
-// withAuth adds the shared secrets and an identity address to getenv where
-// it has none, so that the common suite's environments are complete.
-func withAuth(getenv func(string) string, identity string) func(string) string {
-	defaults := map[string]string{
-		"MOAT_KEY_SECRET":     base64.StdEncoding.EncodeToString(keySecret),
-		"MOAT_INTERNAL_TOKEN": internalToken,
-		"MOAT_IDENTITY_GRPC":  identity,
-	}
-	return func(k string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return defaults[k]
-	}
-}
-
 func TestCommon(t *testing.T) {
 	t.Parallel()
 	// Nothing listens on the identity address: the key index stays empty
 	// and Follow keeps retrying, which must not stop the service.
-	identity := servetest.FreeAddr(t)
-	run := func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, withAuth(getenv, identity), stderr)
-	}
-	servetest.TestCommon(t, servetest.Service{Run: run, Migrations: app.Migrations, Stream: "BILLING"})
+	servetest.TestCommon(t, servetest.Service{
+		Run: app.Run, Migrations: app.Migrations, Stream: "BILLING",
+		Env: authntest.Env(servetest.FreeAddr(t)),
+	})
 }
 
 func TestConfigNamesAuthVariables(t *testing.T) {
@@ -73,106 +50,22 @@ func TestConfigNamesAuthVariables(t *testing.T) {
 	}
 }
 
-// fakeIdentity streams a fixed key index to callers holding the internal
-// token, as identity does.
-type fakeIdentity struct {
-	identityv1.UnimplementedIdentityServiceServer
-	entries []*identityv1.KeyIndexEntry
-}
-
-func (f *fakeIdentity) WatchKeyIndex(_ *identityv1.WatchKeyIndexRequest, stream grpc.ServerStreamingServer[identityv1.WatchKeyIndexResponse]) error {
-	md, _ := metadata.FromIncomingContext(stream.Context())
-	if got := md.Get(grpcclient.InternalTokenKey); len(got) != 1 || got[0] != internalToken {
-		return status.Error(codes.Unauthenticated, "internal token required")
-	}
-	if err := stream.Send(&identityv1.WatchKeyIndexResponse{Version: 1, Event: &identityv1.WatchKeyIndexResponse_Snapshot{
-		Snapshot: &identityv1.KeyIndexSnapshot{Entries: f.entries},
-	}}); err != nil {
-		return err
-	}
-	<-stream.Context().Done()
-	return nil
-}
-
-func startIdentity(t *testing.T, entries ...*identityv1.KeyIndexEntry) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	identityv1.RegisterIdentityServiceServer(srv, &fakeIdentity{entries: entries})
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
-}
-
-func newKey(t *testing.T) string {
-	t.Helper()
-	k, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func get(t *testing.T, url, key string) (int, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestUsageReachesTheAPI drives the wired service: usage events published
 // on the gateway's stream become ledger entries, which the REST and gRPC
 // APIs serve to a platform admin authenticated through the key index
 // followed from identity, and to no one else.
 func TestUsageReachesTheAPI(t *testing.T) {
 	t.Parallel()
-	hasher, err := authn.NewHasher(keySecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, projectKey := newKey(t), newKey(t)
-	identity := startIdentity(t,
-		&identityv1.KeyIndexEntry{KeyId: "admin", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN},
-		&identityv1.KeyIndexEntry{KeyId: "web", KeyHmac: hasher.Hash(projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
-			Organization: "orgs/acme", Project: "orgs/acme/projects/web"},
+	h := authntest.Hasher(t)
+	adminKey, projectKey := authntest.Key(t), authntest.Key(t)
+	identity := authntest.StartIdentity(t, authntest.InternalToken,
+		authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
+		authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
 	)
-	svc := servetest.Service{Run: app.Run, Migrations: app.Migrations, Stream: "BILLING"}
+	svc := servetest.Service{Run: app.Run, Migrations: app.Migrations, Stream: "BILLING", Env: authntest.Env(identity.Addr())}
 	_, dbURL := pgtest.NewDatabase(t, app.Migrations...)
-	env := svc.Env(t, dbURL)
-	p := servetest.Start(t, func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, withAuth(getenv, identity), stderr)
-	}, env)
+	env := svc.Environ(t, dbURL)
+	p := servetest.Start(t, app.Run, env)
 	servetest.WaitServing(t, p, env["GRPC_ADDR"], 20*time.Second)
 
 	// The gateway's side: its stream and two usage events.
@@ -214,9 +107,9 @@ func TestUsageReachesTheAPI(t *testing.T) {
 			Priced        bool
 		}
 	}
-	eventually(t, 20*time.Second, "two entries in the REST list", func() bool {
-		code, body := get(t, base+"/usage", adminKey)
-		return code == http.StatusOK && json.Unmarshal(body, &list) == nil && len(list.UsageEntries) == 2
+	servetest.Eventually(t, 20*time.Second, "two entries in the REST list", func() bool {
+		code, body := servetest.GetAs(t, base+"/usage", adminKey)
+		return code == http.StatusOK && json.Unmarshal([]byte(body), &list) == nil && len(list.UsageEntries) == 2
 	})
 	if e := list.UsageEntries[0]; e.UpstreamModel != "not-in-the-table" || e.Priced || e.CostMicros != "" {
 		t.Errorf("newest entry = %+v, want the unpriced one at zero cost", e)
@@ -225,14 +118,14 @@ func TestUsageReachesTheAPI(t *testing.T) {
 		t.Errorf("oldest entry = %+v, want mock-model priced at 3000000 micros", e)
 	}
 
-	if code, body := get(t, "http://"+env["HTTP_ADDR"]+"/metrics", ""); code != http.StatusOK ||
-		!strings.Contains(string(body), `moat_billing_unpriced_total{`) || !strings.Contains(string(body), `upstream_model="not-in-the-table"`) {
+	if code, body := servetest.Get(t, "http://"+env["HTTP_ADDR"]+"/metrics"); code != http.StatusOK ||
+		!strings.Contains(body, `moat_billing_unpriced_total{`) || !strings.Contains(body, `upstream_model="not-in-the-table"`) {
 		t.Errorf("GET /metrics = %d without moat_billing_unpriced_total for the unpriced model", code)
 	}
 
-	code, body := get(t, base+"/projects/web/usage:totals", adminKey)
+	code, body := servetest.GetAs(t, base+"/projects/web/usage:totals", adminKey)
 	var totals map[string]map[string]any
-	if code != http.StatusOK || json.Unmarshal(body, &totals) != nil {
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &totals) != nil {
 		t.Fatalf("GET usage:totals = %d %s", code, body)
 	}
 	want := map[string]any{"entryCount": "2", "inputTokens": "2000000", "outputTokens": "2000000",
@@ -244,8 +137,8 @@ func TestUsageReachesTheAPI(t *testing.T) {
 	for _, tt := range []struct {
 		key  string
 		want int
-	}{{"", http.StatusUnauthorized}, {newKey(t), http.StatusUnauthorized}, {projectKey, http.StatusForbidden}} {
-		if code, body := get(t, base+"/usage", tt.key); code != tt.want {
+	}{{"", http.StatusUnauthorized}, {authntest.Key(t), http.StatusUnauthorized}, {projectKey, http.StatusForbidden}} {
+		if code, body := servetest.GetAs(t, base+"/usage", tt.key); code != tt.want {
 			t.Errorf("GET usage with key %q = %d %s, want %d", authn.DisplayPrefix(tt.key), code, body, tt.want)
 		}
 	}

@@ -1,40 +1,21 @@
 package billing
 
-import (
-	"encoding/base64"
-	"encoding/json"
-	"time"
+import "github.com/moat-ai/moat/libs/pagetoken"
 
-	"github.com/google/uuid"
-)
-
-// pageToken is the content of an opaque page token. It names the parent it
-// was issued for, so that a token is not silently reused on another list
-// (AIP-158), and the keyset position of the last entry returned, so that
-// pages stay stable while new entries arrive at the head.
-type pageToken struct {
-	Parent      string    `json:"p"`
-	RequestTime time.Time `json:"t"`
-	EventID     uuid.UUID `json:"e"`
-}
-
+// encodePageToken returns the token of the page after c. It carries the
+// keyset position of the last entry returned, so that pages stay stable
+// while new entries arrive at the head, and it is bound to parent (AIP-158).
 func encodePageToken(parent string, c Cursor) string {
-	b, err := json.Marshal(pageToken{Parent: parent, RequestTime: c.RequestTime.UTC(), EventID: c.EventID})
-	if err != nil {
-		panic(err) // a struct of strings, a time and a UUID always encodes
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
+	c.RequestTime = c.RequestTime.UTC()
+	return pagetoken.Encode(parent, c)
 }
 
+// decodePageToken returns the position in a token that encodePageToken
+// issued for parent; any other token is a page_token ValidationError.
 func decodePageToken(token, parent string) (Cursor, error) {
-	invalid := &ValidationError{Field: "page_token", Reason: "not a page token of this list"}
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return Cursor{}, invalid
+	var c Cursor
+	if err := pagetoken.Decode(token, parent, &c); err != nil || c.RequestTime.IsZero() {
+		return Cursor{}, &ValidationError{Field: "page_token", Reason: "not a page token of this list"}
 	}
-	var t pageToken
-	if err := json.Unmarshal(b, &t); err != nil || t.Parent != parent || t.RequestTime.IsZero() {
-		return Cursor{}, invalid
-	}
-	return Cursor{RequestTime: t.RequestTime, EventID: t.EventID}, nil
+	return c, nil
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
@@ -80,17 +81,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 
-	secret := make([]byte, 32)
-	hasher, err := authn.NewHasher(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, projectKey := newKey(t), newKey(t)
-	ix := authn.NewIndex(hasher)
+	h := authntest.Hasher(t)
+	adminKey, projectKey := authntest.Key(t), authntest.Key(t)
+	ix := authn.NewIndex(h)
 	ix.Replace(1, []*identityv1.KeyIndexEntry{
-		{KeyId: "admin", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, Prefix: authn.DisplayPrefix(adminKey)},
-		{KeyId: "web", KeyHmac: hasher.Hash(projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
-			Organization: "orgs/acme", Project: "orgs/acme/projects/web", Prefix: authn.DisplayPrefix(projectKey)},
+		authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
+		authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
 	})
 	ic := &authn.Interceptor{Auth: ix}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()))
@@ -107,15 +103,6 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return &fixture{client: billingv1.NewBillingServiceClient(conn), adminKey: adminKey, projectKey: projectKey, entries: entries}
-}
-
-func newKey(t *testing.T) string {
-	t.Helper()
-	k, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func as(key string) context.Context {
@@ -274,7 +261,7 @@ func TestTenantIsolation(t *testing.T) {
 func TestErrors(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	unknownKey := newKey(t)
+	unknownKey := authntest.Key(t)
 	tests := []struct {
 		name  string
 		key   string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,12 +11,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events/eventstest"
 	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
@@ -28,39 +26,25 @@ import (
 	"github.com/moat-ai/moat/services/config/internal/app"
 )
 
-const internalToken = "internal-token-for-tests-only"
+// kek is a valid MOAT_KEK for tests.
+var kek = "k1:" + base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
 
-var (
-	keySecret = []byte("0123456789abcdef0123456789abcdef")
-	kek       = "k1:" + base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
-)
-
-// withSecrets adds the shared secrets and an identity address to getenv
-// where it has none, so that the common suite's environments are complete.
-func withSecrets(getenv func(string) string, identity string) func(string) string {
-	defaults := map[string]string{
-		"MOAT_KEY_SECRET":     base64.StdEncoding.EncodeToString(keySecret),
-		"MOAT_INTERNAL_TOKEN": internalToken,
-		"MOAT_IDENTITY_GRPC":  identity,
-		"MOAT_KEK":            kek,
-	}
-	return func(k string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return defaults[k]
-	}
+// vars are config's own variables: the shared secrets, the key-encryption
+// key and identity's address.
+func vars(identityAddr string) servetest.Env {
+	e := authntest.Env(identityAddr)
+	e["MOAT_KEK"] = kek
+	return e
 }
 
 func TestCommon(t *testing.T) {
 	t.Parallel()
 	// Nothing listens on the identity address: Follow keeps retrying, which
 	// must neither fail the service nor hold back its readiness.
-	identity := servetest.FreeAddr(t)
-	run := func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, withSecrets(getenv, identity), stderr)
-	}
-	servetest.TestCommon(t, servetest.Service{Run: run, Migrations: app.Migrations, Stream: "CONFIG"})
+	servetest.TestCommon(t, servetest.Service{
+		Run: app.Run, Migrations: app.Migrations, Stream: "CONFIG",
+		Env: vars(servetest.FreeAddr(t)),
+	})
 }
 
 func TestConfigNamesItsVariables(t *testing.T) {
@@ -87,21 +71,6 @@ func TestConfigNamesItsVariables(t *testing.T) {
 	}
 }
 
-// fakeIdentity serves a key index holding one platform-admin key.
-type fakeIdentity struct {
-	identityv1.UnimplementedIdentityServiceServer
-	entries []*identityv1.KeyIndexEntry
-}
-
-func (f *fakeIdentity) WatchKeyIndex(_ *identityv1.WatchKeyIndexRequest, stream identityv1.IdentityService_WatchKeyIndexServer) error {
-	if err := stream.Send(&identityv1.WatchKeyIndexResponse{Version: 1, Event: &identityv1.WatchKeyIndexResponse_Snapshot{
-		Snapshot: &identityv1.KeyIndexSnapshot{Entries: f.entries}}}); err != nil {
-		return err
-	}
-	<-stream.Context().Done()
-	return nil
-}
-
 // The service is ready without identity, refuses (and audits) admin calls
 // until the key index arrives, then serves REST through its interceptors,
 // publishes its audit events on the CONFIG stream, streams configuration
@@ -111,22 +80,16 @@ func TestServe(t *testing.T) {
 	_, dbURL := pgtest.NewDatabase(t, app.Migrations...)
 	ns := eventstest.NewServer(t)
 	identityAddr := servetest.FreeAddr(t)
-	env := servetest.Env{
-		"GRPC_ADDR":     servetest.FreeAddr(t),
-		"HTTP_ADDR":     servetest.FreeAddr(t),
-		"NATS_URL":      ns.ClientURL(),
-		"DATABASE_URL":  dbURL,
-		"DRAIN_TIMEOUT": "5s",
-	}
-	p := servetest.Start(t, func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, withSecrets(getenv, identityAddr), stderr)
-	}, env)
+	env := vars(identityAddr)
+	env["GRPC_ADDR"] = servetest.FreeAddr(t)
+	env["HTTP_ADDR"] = servetest.FreeAddr(t)
+	env["NATS_URL"] = ns.ClientURL()
+	env["DATABASE_URL"] = dbURL
+	env["DRAIN_TIMEOUT"] = "5s"
+	p := servetest.Start(t, app.Run, env)
 	servetest.WaitServing(t, p, env["GRPC_ADDR"], 20*time.Second)
 
-	adminKey, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	adminKey := authntest.Key(t)
 	base := "http://" + env["HTTP_ADDR"] + "/api/v1"
 	create := func() (int, string) {
 		return do(t, http.MethodPost, base+"/orgs?organizationId=acme", adminKey, `{"displayName":"Acme"}`)
@@ -136,7 +99,7 @@ func TestServe(t *testing.T) {
 	}
 
 	// Gateways are served meanwhile: the stream needs only the token.
-	conn, err := grpcclient.Dial(env["GRPC_ADDR"], nil, internalToken)
+	conn, err := grpcclient.Dial(env["GRPC_ADDR"], nil, authntest.InternalToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,14 +114,8 @@ func TestServe(t *testing.T) {
 	}
 
 	// identity comes up; the key index follows.
-	h := authn.Config{KeySecret: base64.StdEncoding.EncodeToString(keySecret)}
-	hasher, err := h.Hasher()
-	if err != nil {
-		t.Fatal(err)
-	}
-	startIdentity(t, identityAddr, &fakeIdentity{entries: []*identityv1.KeyIndexEntry{{
-		KeyId: "admin1", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, Prefix: authn.DisplayPrefix(adminKey),
-	}}})
+	authntest.StartIdentityAt(t, identityAddr, authntest.InternalToken,
+		authntest.Entry(authntest.Hasher(t), "admin1", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""))
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		code, body := create()
@@ -241,18 +198,6 @@ func do(t *testing.T, method, url, key, body string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
-}
-
-func startIdentity(t *testing.T, addr string, srv identityv1.IdentityServiceServer) {
-	t.Helper()
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen for the fake identity: %v", err)
-	}
-	g := grpc.NewServer()
-	identityv1.RegisterIdentityServiceServer(g, srv)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
 }
 
 // readAudits reads the audit events of the CONFIG stream in order until

@@ -2,11 +2,11 @@ package config
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
-	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/moat-ai/moat/libs/pagetoken"
 )
 
 // Store persists the configuration. It is safe for concurrent use.
@@ -514,12 +514,8 @@ func parsePage(scope string, size int32, token string) (Page, error) {
 	if token == "" {
 		return p, nil
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return Page{}, invalid("page_token", "is not a token this list issued")
-	}
-	s, after, ok := strings.Cut(string(raw), "\x00")
-	if !ok || s != scope || after == "" {
+	var after string
+	if err := pagetoken.Decode(token, scope, &after); err != nil {
 		return Page{}, invalid("page_token", "is not a token this list issued")
 	}
 	if _, err := uuid.Parse(after); err != nil {
@@ -535,5 +531,5 @@ func nextPageToken(scope, cursor string) string {
 	if cursor == "" {
 		return ""
 	}
-	return base64.RawURLEncoding.EncodeToString([]byte(scope + "\x00" + cursor))
+	return pagetoken.Encode(scope, cursor)
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/pg"
@@ -31,8 +32,6 @@ import (
 	"github.com/moat-ai/moat/services/config/internal/grpcapi"
 	"github.com/moat-ai/moat/services/config/internal/postgres"
 )
-
-const internalToken = "internal-token-for-tests-only"
 
 // harness is a config gRPC server on loopback over a fresh database, with
 // the real authentication interceptor fed by a fake key index holding one
@@ -55,9 +54,7 @@ func newHarness(t *testing.T, opts grpcapi.Options) *harness {
 	t.Helper()
 	pool, _ := pgtest.NewDatabase(t, events.Migrations, postgres.Migrations)
 	kek := make([]byte, 32)
-	secret := make([]byte, 32)
 	_, _ = rand.Read(kek)
-	_, _ = rand.Read(secret)
 	keyring, err := secretbox.ParseKeyring("k1:" + base64.StdEncoding.EncodeToString(kek))
 	if err != nil {
 		t.Fatal(err)
@@ -75,18 +72,14 @@ func newHarness(t *testing.T, opts grpcapi.Options) *harness {
 	go func() { defer wg.Done(); _ = notifier.Run(ctx) }()
 	go func() { defer wg.Done(); _ = api.Run(ctx) }()
 
-	hasher, err := authn.NewHasher(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminKey, projectKey := newKey(t), newKey(t)
-	ix := authn.NewIndex(hasher)
+	h := authntest.Hasher(t)
+	adminKey, projectKey := authntest.Key(t), authntest.Key(t)
+	ix := authn.NewIndex(h)
 	ix.Replace(1, []*identityv1.KeyIndexEntry{
-		{KeyId: "admin1", KeyHmac: hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, Prefix: authn.DisplayPrefix(adminKey)},
-		{KeyId: "project1", KeyHmac: hasher.Hash(projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT,
-			Organization: "orgs/acme", Project: "orgs/acme/projects/web", Prefix: authn.DisplayPrefix(projectKey)},
+		authntest.Entry(h, "admin1", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
+		authntest.Entry(h, "project1", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
 	})
-	auth := &authn.Interceptor{Auth: ix, Token: internalToken, Internal: grpcapi.InternalMethods, Denied: api.AuditRefusal}
+	auth := &authn.Interceptor{Auth: ix, Token: authntest.InternalToken, Internal: grpcapi.InternalMethods, Denied: api.AuditRefusal}
 	srv := grpc.NewServer(
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(sdktrace.NewTracerProvider()))),
 		grpc.ChainUnaryInterceptor(api.Unary(), auth.Unary()),
@@ -119,17 +112,8 @@ func newHarness(t *testing.T, opts grpcapi.Options) *harness {
 		admin:    metadata.AppendToOutgoingContext(bg, "authorization", "Bearer "+adminKey),
 		project:  metadata.AppendToOutgoingContext(bg, "authorization", "Bearer "+projectKey),
 		anon:     bg,
-		internal: metadata.AppendToOutgoingContext(bg, grpcclient.InternalTokenKey, internalToken),
+		internal: metadata.AppendToOutgoingContext(bg, grpcclient.InternalTokenKey, authntest.InternalToken),
 	}
-}
-
-func newKey(t *testing.T) string {
-	t.Helper()
-	k, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // sealer adapts the keyring to config.Sealer, as the app does.

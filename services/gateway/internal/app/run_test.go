@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events/eventstest"
 	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/providertest"
@@ -32,10 +32,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/app"
 )
 
-const (
-	internalToken      = "internal-token-for-tests-only"
-	upstreamCredential = "sk-upstream-for-the-component-test"
-)
+const upstreamCredential = "sk-upstream-for-the-component-test"
 
 func random(t *testing.T, n int) []byte {
 	t.Helper()
@@ -49,12 +46,10 @@ func random(t *testing.T, n int) []byte {
 // platform is what the gateway talks to: identity and config streaming
 // their state, the admin API's backends and a model provider.
 type platform struct {
-	keySecret, kek  string
-	hasher          *authn.Hasher
+	kek             string
 	keyring         *secretbox.Keyring
-	identity        *fakeIdentity
+	identity        *authntest.Identity
 	config          *fakeConfig
-	identityAddr    string
 	configAddr      string
 	backends        map[string]string // service -> HTTP address
 	provider        *providertest.Server
@@ -66,21 +61,15 @@ type platform struct {
 
 func newPlatform(t *testing.T) *platform {
 	t.Helper()
-	secret := random(t, 32)
-	h, err := authn.NewHasher(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
 	kek := "k1:" + base64.StdEncoding.EncodeToString(random(t, 32))
 	kr, err := secretbox.ParseKeyring(kek)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &platform{
-		keySecret: base64.StdEncoding.EncodeToString(secret), kek: kek, hasher: h, keyring: kr,
-		identity: &fakeIdentity{}, config: &fakeConfig{}, backends: map[string]string{},
+		kek: kek, keyring: kr, identity: authntest.StartIdentity(t, authntest.InternalToken),
+		config: &fakeConfig{}, backends: map[string]string{},
 	}
-	p.identityAddr = serveGRPC(t, func(s *grpc.Server) { identityv1.RegisterIdentityServiceServer(s, p.identity) })
 	p.configAddr = serveGRPC(t, func(s *grpc.Server) { configv1.RegisterConfigServiceServer(s, p.config) })
 	for _, svc := range []string{"identity", "config", "billing", "audit"} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -101,44 +90,23 @@ func newPlatform(t *testing.T) *platform {
 	return p
 }
 
+// service is the gateway with the platform's addresses and secrets as
+// its own variables.
+func (p *platform) service() servetest.Service {
+	e := authntest.Env(p.identity.Addr())
+	e["MOAT_KEK"] = p.kek
+	e["MOAT_CONFIG_GRPC"] = p.configAddr
+	e["MOAT_IDENTITY_HTTP"] = p.backends["identity"]
+	e["MOAT_CONFIG_HTTP"] = p.backends["config"]
+	e["MOAT_BILLING_HTTP"] = p.backends["billing"]
+	e["MOAT_AUDIT_HTTP"] = p.backends["audit"]
+	return servetest.Service{Run: app.Run, Stream: "GATEWAY", Env: e}
+}
+
 // env is a complete gateway environment on free ports with a fresh NATS.
 func (p *platform) env(t *testing.T) servetest.Env {
 	t.Helper()
-	e := servetest.Service{Run: app.Run, Stream: "GATEWAY"}.Env(t, "")
-	p.complete(e)
-	return e
-}
-
-// complete adds the gateway's own variables to e where it has none.
-func (p *platform) complete(e servetest.Env) servetest.Env {
-	defaults := map[string]string{
-		"MOAT_KEY_SECRET":     p.keySecret,
-		"MOAT_INTERNAL_TOKEN": internalToken,
-		"MOAT_KEK":            p.kek,
-		"MOAT_IDENTITY_GRPC":  p.identityAddr,
-		"MOAT_CONFIG_GRPC":    p.configAddr,
-		"MOAT_IDENTITY_HTTP":  p.backends["identity"],
-		"MOAT_CONFIG_HTTP":    p.backends["config"],
-		"MOAT_BILLING_HTTP":   p.backends["billing"],
-		"MOAT_AUDIT_HTTP":     p.backends["audit"],
-	}
-	for k, v := range defaults {
-		if e[k] == "" {
-			e[k] = v
-		}
-	}
-	return e
-}
-
-// run is app.Run with the platform's variables filled in, for the common
-// suite, whose environments know nothing of the gateway's.
-func (p *platform) run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	return app.Run(ctx, args, func(k string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return p.complete(servetest.Env{})[k]
-	}, stderr)
+	return p.service().Environ(t, "")
 }
 
 func serveGRPC(t *testing.T, register func(*grpc.Server)) string {
@@ -154,33 +122,6 @@ func serveGRPC(t *testing.T, register func(*grpc.Server)) string {
 	return lis.Addr().String()
 }
 
-func checkToken(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if got := md.Get(grpcclient.InternalTokenKey); len(got) != 1 || got[0] != internalToken {
-		return status.Error(codes.Unauthenticated, "internal token required")
-	}
-	return nil
-}
-
-// fakeIdentity streams a fixed key index, as identity does.
-type fakeIdentity struct {
-	identityv1.UnimplementedIdentityServiceServer
-	entries []*identityv1.KeyIndexEntry
-}
-
-func (f *fakeIdentity) WatchKeyIndex(_ *identityv1.WatchKeyIndexRequest, stream grpc.ServerStreamingServer[identityv1.WatchKeyIndexResponse]) error {
-	if err := checkToken(stream.Context()); err != nil {
-		return err
-	}
-	if err := stream.Send(&identityv1.WatchKeyIndexResponse{Version: 1, Event: &identityv1.WatchKeyIndexResponse_Snapshot{
-		Snapshot: &identityv1.KeyIndexSnapshot{Entries: f.entries},
-	}}); err != nil {
-		return err
-	}
-	<-stream.Context().Done()
-	return nil
-}
-
 // fakeConfig streams a fixed configuration, as config does.
 type fakeConfig struct {
 	configv1.UnimplementedConfigServiceServer
@@ -188,8 +129,9 @@ type fakeConfig struct {
 }
 
 func (f *fakeConfig) WatchConfig(_ *configv1.WatchConfigRequest, stream grpc.ServerStreamingServer[configv1.WatchConfigResponse]) error {
-	if err := checkToken(stream.Context()); err != nil {
-		return err
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	if got := md.Get(grpcclient.InternalTokenKey); len(got) != 1 || got[0] != authntest.InternalToken {
+		return status.Error(codes.Unauthenticated, "internal token required")
 	}
 	if err := stream.Send(&configv1.WatchConfigResponse{Version: 1, Event: &configv1.WatchConfigResponse_Snapshot{
 		Snapshot: &configv1.ConfigSnapshot{Resources: f.resources},
@@ -203,18 +145,17 @@ func (f *fakeConfig) WatchConfig(_ *configv1.WatchConfigRequest, stream grpc.Ser
 func TestCommon(t *testing.T) {
 	t.Parallel()
 	p := newPlatform(t)
-	servetest.TestCommon(t, servetest.Service{Run: p.run, Stream: "GATEWAY"})
+	servetest.TestCommon(t, p.service())
 }
 
 // The gateway serves while NATS is unreachable: events wait, traffic does not.
 func TestServeWithoutNATS(t *testing.T) {
 	t.Parallel()
 	p := newPlatform(t)
-	e := p.complete(servetest.Env{
-		"GRPC_ADDR": servetest.FreeAddr(t),
-		"HTTP_ADDR": servetest.FreeAddr(t),
-		"NATS_URL":  "nats://" + servetest.FreeAddr(t),
-	})
+	e := p.service().Env
+	e["GRPC_ADDR"] = servetest.FreeAddr(t)
+	e["HTTP_ADDR"] = servetest.FreeAddr(t)
+	e["NATS_URL"] = "nats://" + servetest.FreeAddr(t)
 	proc := servetest.Start(t, app.Run, e)
 	servetest.WaitServing(t, proc, e["GRPC_ADDR"], 20*time.Second)
 	servetest.CheckProbes(t, e["HTTP_ADDR"])
@@ -244,24 +185,6 @@ func TestConfigNamesEveryVariable(t *testing.T) {
 	}
 }
 
-func get(t *testing.T, url, key string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // The gateway is not ready before it has both snapshots.
 func TestNotReadyWithoutSnapshots(t *testing.T) {
 	t.Parallel()
@@ -276,7 +199,7 @@ func TestNotReadyWithoutSnapshots(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	code, body := get(t, "http://"+e["HTTP_ADDR"]+"/readyz", "")
+	code, body := servetest.Get(t, "http://"+e["HTTP_ADDR"]+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "key_index") || strings.Contains(body, "config_snapshot") {
 		t.Errorf("GET /readyz = %d %s, want 503 naming key_index only", code, body)
 	}
@@ -289,18 +212,10 @@ func TestNotReadyWithoutSnapshots(t *testing.T) {
 func TestGateway(t *testing.T) {
 	t.Parallel()
 	p := newPlatform(t)
-	key := func() string {
-		k, err := authn.NewKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	projectKey, adminKey := key(), key()
-	p.identity.entries = []*identityv1.KeyIndexEntry{
-		{KeyId: "web", KeyHmac: p.hasher.Hash(projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT, Organization: "orgs/acme", Project: "orgs/acme/projects/web"},
-		{KeyId: "admin", KeyHmac: p.hasher.Hash(adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN},
-	}
+	h := authntest.Hasher(t)
+	projectKey, adminKey := authntest.Key(t), authntest.Key(t)
+	p.identity.Upsert(authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"))
+	p.identity.Upsert(authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""))
 	seal := func(provider string) *configv1.SealedSecret {
 		s, err := p.keyring.Seal([]byte(upstreamCredential), []byte(provider))
 		if err != nil {
@@ -388,15 +303,15 @@ func TestGateway(t *testing.T) {
 	cancelStream()
 	_ = sresp.Body.Close()
 
-	if code, body := get(t, base+"/api/v1/orgs/acme/projects/web/keys", adminKey); code != http.StatusOK ||
+	if code, body := servetest.GetAs(t, base+"/api/v1/orgs/acme/projects/web/keys", adminKey); code != http.StatusOK ||
 		!strings.Contains(body, `"service":"identity"`) || !strings.Contains(body, adminKey) {
 		t.Errorf("GET /api/v1/.../keys = %d %s, want identity's answer with the caller's Authorization passed on", code, body)
 	}
-	if code, body := get(t, base+"/v1/models", projectKey); code != http.StatusOK || !strings.Contains(body, `"demo-model"`) {
+	if code, body := servetest.GetAs(t, base+"/v1/models", projectKey); code != http.StatusOK || !strings.Contains(body, `"demo-model"`) {
 		t.Errorf("GET /v1/models = %d %s", code, body)
 	}
 
-	_, metrics := get(t, base+"/metrics", "")
+	_, metrics := servetest.Get(t, base+"/metrics")
 	for _, want := range []string{
 		`moat_gateway_snapshot_age_seconds{`, `source="config"`, `source="key_index"`, `moat_gateway_snapshot_version{`,
 		`moat_gateway_usage_published_total`,
@@ -420,7 +335,7 @@ func TestGateway(t *testing.T) {
 	if err := proc.Stop(t, 20*time.Second); err != nil {
 		t.Fatalf("Run after cancel = %v", err)
 	}
-	for _, secret := range []string{projectKey, adminKey, upstreamCredential, internalToken} {
+	for _, secret := range []string{projectKey, adminKey, upstreamCredential, authntest.InternalToken} {
 		if proc.Log.Contains(secret) {
 			t.Errorf("a secret (%s...) reached the log:\n%s", secret[:8], proc.Log)
 		}
