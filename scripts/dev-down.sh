@@ -29,6 +29,7 @@ fi
 
 services_stop
 mock_stop
+keycloak_stop
 nats_stop
 
 keep_pg=${MOAT_KEEP_PG:-0}

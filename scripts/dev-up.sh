@@ -9,6 +9,8 @@
 #   MOAT_INSTANCE       run a separate platform (own ports, NATS, databases <instance>_<svc>); see lib.sh
 #   MOAT_READY_TIMEOUT  seconds to wait for every /readyz to answer 200 (default 120)
 #   MOAT_DB_RESET=1     drop the instance's databases first (make test does this for e2e)
+#   MOAT_KEYCLOAK=1     also start Keycloak; identity sets up realm "moat" (console client, service
+#                       clients, platform admin) and the demo env file gets the OIDC settings
 #   LOG_LEVEL, DRAIN_TIMEOUT  passed to the services (default info, 10s)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -34,6 +36,9 @@ services_stop
 nats_start
 mock_start
 service_ports_pick
+if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
+	keycloak_start
+fi
 
 for svc in "${MOAT_DB_SERVICES[@]}"; do
 	migrate_log="${MOAT_LOGS}/${svc}-migrate.log"
@@ -101,6 +106,24 @@ if ! MOCK_PROVIDER_CREDENTIAL="$(secret MOCK_PROVIDER_CREDENTIAL)" "${MOAT_BIN}/
 	die "the demo bootstrap failed (output above)"
 fi
 
+if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
+	# identity sets the realm up at start; sign-in works once its discovery document answers.
+	issuer="http://127.0.0.1:${KEYCLOAK_PORT}/realms/moat"
+	deadline=$((SECONDS + 120))
+	until [[ $(http_status "127.0.0.1:${KEYCLOAK_PORT}" /realms/moat/.well-known/openid-configuration) == 200 ]]; do
+		((SECONDS < deadline)) || fail_service identity "did not set up the Keycloak realm within 120s"
+		sleep 0.5
+	done
+	{
+		echo "MOAT_OIDC_ISSUER=${issuer}"
+		echo "MOAT_OIDC_CLIENT_ID=moat-console"
+		echo "MOAT_OIDC_REDIRECT_URI=$(console_redirect_uri)"
+		echo "MOAT_ADMIN_USER=admin"
+		echo "MOAT_ADMIN_PASSWORD=$(secret MOAT_ADMIN_PASSWORD)"
+	} >>"${MOAT_STATE}/demo.env"
+	log "Keycloak realm moat is ready (issuer ${issuer})"
+fi
+
 # platform.env: what clients and the e2e suite need. It holds local passwords, so mode 0600.
 tmp="${MOAT_PLATFORM_ENV}.tmp"
 (
@@ -137,6 +160,9 @@ mv -f "${tmp}" "${MOAT_PLATFORM_ENV}"
 		"databases: ${MOAT_DB_SERVICES[*]/#/${MOAT_DB_PREFIX}}"
 	printf '  %-10s %-22s %s\n' nats "127.0.0.1:${NATS_PORT}" "monitor: http://127.0.0.1:${NATS_MONITOR_PORT}"
 	printf '  %-10s %-22s %s\n' mock "127.0.0.1:${MOCK_PORT}" "the demo's model provider (OpenAI wire format)"
+	if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
+		printf '  %-10s %-22s %s\n' keycloak "127.0.0.1:${KEYCLOAK_PORT}" "realm moat; sign in as admin (password in the demo env file)"
+	fi
 	echo
 	echo "  Gateway:   http://$(service_http_addr gateway)"
 	echo "  Demo:      $(rel "${MOAT_STATE}/demo.env") (MOAT_BASE_URL, MOAT_API_KEY, MOAT_ADMIN_KEY, MOAT_ORG, MOAT_PROJECT)"

@@ -894,7 +894,17 @@ service_env() {
 	echo "MOAT_INTERNAL_TOKEN=$(secret MOAT_INTERNAL_TOKEN)"
 	case ${svc} in
 	config | gateway) echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)" ;;
-	identity) echo "MOAT_BOOTSTRAP_ADMIN_KEY_FILE=${MOAT_STATE}/admin.key" ;;
+	identity)
+		echo "MOAT_BOOTSTRAP_ADMIN_KEY_FILE=${MOAT_STATE}/admin.key"
+		if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
+			echo "MOAT_KEYCLOAK_URL=http://127.0.0.1:${KEYCLOAK_PORT}"
+			echo "MOAT_KEYCLOAK_ADMIN_USER=admin"
+			echo "MOAT_KEYCLOAK_ADMIN_PASSWORD=$(secret KEYCLOAK_ADMIN_PASSWORD)"
+			echo "MOAT_CONSOLE_REDIRECT_URIS=$(console_redirect_uri)"
+			echo "MOAT_ADMIN_USER=admin"
+			echo "MOAT_ADMIN_PASSWORD=$(secret MOAT_ADMIN_PASSWORD)"
+		fi
+		;;
 	esac
 	# MOAT_PPROF_<SVC>=host:port serves that service's pprof there (make bench profiles the gateway).
 	local pprof_var="MOAT_PPROF_$(upper "${svc}")"
@@ -999,4 +1009,124 @@ mock_stop() {
 		stop_pids 10 mockprovider "${pid}"
 	fi
 	rm -f "$(mock_pidfile)"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Keycloak (identity's IdP): the pinned Maven Central distribution, run in dev mode on the private
+# PostgreSQL (its own database and role), one server per instance.
+
+KEYCLOAK_VERSION="${KEYCLOAK_VERSION:-26.7.3}"
+MOAT_KEYCLOAK_HOME="${MOAT_BIN}/keycloak-${KEYCLOAK_VERSION}"
+MOAT_DEFAULT_KEYCLOAK_PORT=8180
+MOAT_DEFAULT_KEYCLOAK_MGMT_PORT=9180
+
+# ensure_java makes sure a Java 17 or newer runtime is on PATH (Keycloak 26 needs it).
+ensure_java() {
+	local v
+	if command -v java >/dev/null 2>&1; then
+		v="$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p')"
+		[[ ${v} =~ ^[0-9]+$ ]] && ((v >= 17)) && return 0
+	fi
+	apt_install openjdk-17-jre-headless
+}
+
+# ensure_keycloak downloads the pinned Keycloak distribution from Maven Central (with mvn, the
+# ordinary client) into bin/ unless it is already there.
+ensure_keycloak() {
+	[[ -x ${MOAT_KEYCLOAK_HOME}/bin/kc.sh ]] && return 0
+	ensure_java
+	command -v mvn >/dev/null 2>&1 || apt_install maven
+	command -v unzip >/dev/null 2>&1 || apt_install unzip
+	local tmp
+	tmp="$(mktemp -d)"
+	log "fetching Keycloak ${KEYCLOAK_VERSION} (org.keycloak:keycloak-quarkus-dist, Maven Central)"
+	mvn -q -B dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:${KEYCLOAK_VERSION}:zip" \
+		-DoutputDirectory="${tmp}" >&2 || die "mvn could not fetch keycloak-quarkus-dist ${KEYCLOAK_VERSION}"
+	unzip -q "${tmp}/keycloak-quarkus-dist-${KEYCLOAK_VERSION}.zip" -d "${tmp}"
+	mkdir -p "${MOAT_BIN}"
+	rm -rf "${MOAT_KEYCLOAK_HOME}"
+	mv "${tmp}/keycloak-${KEYCLOAK_VERSION}" "${MOAT_KEYCLOAK_HOME}"
+	rm -rf "${tmp}"
+}
+
+keycloak_pidfile() {
+	printf '%s\n' "${MOAT_RUN}/keycloak.pid"
+}
+
+# keycloak_alive PID: kc.sh execs the JVM, whose command line names the Keycloak home.
+keycloak_alive() {
+	local pid=$1 cmd
+	[[ -n ${pid} ]] && kill -0 "${pid}" 2>/dev/null || return 1
+	cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline")" || return 1
+	[[ ${cmd} == *"keycloak"* ]]
+}
+
+keycloak_running() {
+	keycloak_alive "$(cat "$(keycloak_pidfile)" 2>/dev/null || true)"
+}
+
+# keycloak_db_ensure creates Keycloak's database and role (keycloak, or <instance>_keycloak).
+keycloak_db_ensure() {
+	psql_super -v role="keycloak" -v db="${MOAT_DB_PREFIX}keycloak" -v pw="$(secret PG_PASSWORD_KEYCLOAK)" <<-'SQL'
+		SELECT format('CREATE ROLE %I LOGIN', :'role')
+		 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role')\gexec
+		ALTER ROLE :"role" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD :'pw';
+		SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
+		 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\gexec
+		REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+	SQL
+}
+
+# keycloak_start starts Keycloak for this instance unless it runs already, and waits until it is
+# ready. Sets KEYCLOAK_PORT and KEYCLOAK_MGMT_PORT. The bootstrap admin's password and the database
+# password travel in the environment, never on the command line.
+keycloak_start() {
+	ensure_keycloak
+	if keycloak_running; then
+		KEYCLOAK_PORT="$(env_get "${MOAT_PORTS}" KEYCLOAK_PORT)"
+		KEYCLOAK_MGMT_PORT="$(env_get "${MOAT_PORTS}" KEYCLOAK_MGMT_PORT)"
+		[[ $(http_status "127.0.0.1:${KEYCLOAK_MGMT_PORT}" /health/ready) == 200 ]] && return 0
+	fi
+	keycloak_db_ensure
+	pick_port KEYCLOAK_PORT "${MOAT_PORTS}" KEYCLOAK_PORT "${MOAT_DEFAULT_KEYCLOAK_PORT}"
+	pick_port KEYCLOAK_MGMT_PORT "${MOAT_PORTS}" KEYCLOAK_MGMT_PORT "${MOAT_DEFAULT_KEYCLOAK_MGMT_PORT}"
+	local logfile="${MOAT_LOGS}/keycloak.log"
+	mkdir -p "${MOAT_LOGS}" "${MOAT_RUN}"
+	log "starting Keycloak ${KEYCLOAK_VERSION} on 127.0.0.1:${KEYCLOAK_PORT} (log: $(rel "${logfile}"))"
+	start_daemon keycloak "$(keycloak_pidfile)" "${logfile}" "${MOAT_KEYCLOAK_HOME}" \
+		env KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD="$(secret KEYCLOAK_ADMIN_PASSWORD)" \
+		KC_DB_PASSWORD="$(secret PG_PASSWORD_KEYCLOAK)" \
+		bin/kc.sh start-dev --db postgres \
+		--db-url "jdbc:postgresql://127.0.0.1:${PG_PORT}/${MOAT_DB_PREFIX}keycloak" --db-username keycloak \
+		--http-host 127.0.0.1 --http-port "${KEYCLOAK_PORT}" --http-management-port "${KEYCLOAK_MGMT_PORT}" \
+		--health-enabled true --hostname-strict false --cache local
+	local deadline=$((SECONDS + ${MOAT_KEYCLOAK_TIMEOUT:-240}))
+	until [[ $(http_status "127.0.0.1:${KEYCLOAK_MGMT_PORT}" /health/ready) == 200 ]]; do
+		if ! keycloak_running; then
+			tail -n 40 "${logfile}" >&2 || true
+			die "Keycloak exited during startup (log tail above)"
+		fi
+		if ((SECONDS >= deadline)); then
+			tail -n 40 "${logfile}" >&2 || true
+			die "Keycloak not ready after ${MOAT_KEYCLOAK_TIMEOUT:-240}s (log tail above)"
+		fi
+		sleep 1
+	done
+	log "Keycloak is ready"
+}
+
+keycloak_stop() {
+	local pid
+	pid="$(cat "$(keycloak_pidfile)" 2>/dev/null || true)"
+	if keycloak_alive "${pid}"; then
+		log "stopping Keycloak"
+		stop_pids 30 keycloak "${pid}"
+	fi
+	rm -f "$(keycloak_pidfile)"
+}
+
+# console_redirect_uri is the console client's registered redirect URI (the console will be served
+# by the gateway).
+console_redirect_uri() {
+	printf 'http://%s/console/callback\n' "$(service_http_addr gateway)"
 }

@@ -36,6 +36,9 @@ cleanup() {
 	if ((e2e_started)); then
 		MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_KEEP_PG=1 "${MOAT_ROOT}/scripts/dev-down.sh" || rc=1
 	fi
+	if ((!${keycloak_was_running:-1})); then
+		keycloak_stop || rc=1
+	fi
 	if ((${PG_STARTED:-0})); then
 		pg_stop || rc=1
 	fi
@@ -61,6 +64,15 @@ else
 fi
 TEST_DATABASE_URL="$(pg_superuser_url)"
 export TEST_DATABASE_URL
+
+section "Keycloak"
+keycloak_was_running=0
+keycloak_running && keycloak_was_running=1
+keycloak_start
+TEST_KEYCLOAK_URL="http://127.0.0.1:${KEYCLOAK_PORT}"
+TEST_KEYCLOAK_ADMIN_USER=admin
+TEST_KEYCLOAK_ADMIN_PASSWORD="$(secret KEYCLOAK_ADMIN_PASSWORD)"
+export TEST_KEYCLOAK_URL TEST_KEYCLOAK_ADMIN_USER TEST_KEYCLOAK_ADMIN_PASSWORD
 
 run_go_tests() {
 	local pkgs
@@ -152,6 +164,11 @@ all)
 	;;
 esac
 
+if ((!keycloak_was_running)); then
+	section "stopping Keycloak"
+	keycloak_stop
+	keycloak_was_running=1
+fi
 if ((PG_STARTED)); then
 	section "stopping PostgreSQL"
 	pg_stop

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -21,6 +22,7 @@ import (
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/identity/internal/grpcapi"
 	"github.com/moat-ai/moat/services/identity/internal/identity"
+	"github.com/moat-ai/moat/services/identity/internal/keycloak"
 	"github.com/moat-ai/moat/services/identity/internal/postgres"
 )
 
@@ -128,5 +130,33 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Meter:  tel.MeterProvider,
 	}
 	feeder := &grpcapi.IndexFeeder{Service: svc, Keys: keys, Index: index, Log: log}
-	return srv.Run(ctx, relay.Run, keys.Run, feeder.Run)
+	workers := []func(context.Context) error{relay.Run, keys.Run, feeder.Run}
+	if cfg.Keycloak.URL != "" {
+		workers = append(workers, func(ctx context.Context) error { return bootstrapKeycloak(ctx, cfg.Keycloak, log) })
+	}
+	return srv.Run(ctx, workers...)
+}
+
+// bootstrapKeycloak converges Moat's realm, retrying while Keycloak is not
+// up yet: identity serves API keys without it, and sign-in starts working
+// once the realm is ready.
+func bootstrapKeycloak(ctx context.Context, k KeycloakConfig, log *slog.Logger) error {
+	cfg := keycloak.Config{
+		URL: k.URL, AdminUser: k.AdminUser, AdminPassword: k.AdminPassword, Realm: k.Realm,
+		RedirectURIs: k.RedirectURIs, PlatformAdmin: k.PlatformAdmin, PlatformAdminPassword: k.PlatformAdminPassword,
+	}
+	wait := time.Second
+	for {
+		_, err := keycloak.Bootstrap(ctx, cfg, log)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("bootstrap keycloak; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
 }

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"io"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events/eventstest"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
 	"github.com/moat-ai/moat/libs/serve/servetest"
@@ -26,30 +26,12 @@ import (
 	"github.com/moat-ai/moat/services/identity/internal/identity"
 )
 
-var (
-	keySecret     = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	internalToken = "internal-token-for-tests-0123456789"
-)
-
 func TestCommon(t *testing.T) {
 	t.Parallel()
-	// The shared suite knows only the variables every service has; fill
-	// in identity's own where a case leaves them unset.
-	keyFile := filepath.Join(t.TempDir(), "admin.key")
-	extra := servetest.Env{
-		"MOAT_KEY_SECRET":               keySecret,
-		"MOAT_INTERNAL_TOKEN":           internalToken,
-		"MOAT_BOOTSTRAP_ADMIN_KEY_FILE": keyFile,
-	}
-	run := func(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-		return app.Run(ctx, args, func(k string) string {
-			if v := getenv(k); v != "" {
-				return v
-			}
-			return extra[k]
-		}, stderr)
-	}
-	servetest.TestCommon(t, servetest.Service{Run: run, Migrations: app.Migrations, Stream: "IDENTITY"})
+	servetest.TestCommon(t, servetest.Service{
+		Run: app.Run, Migrations: app.Migrations, Stream: "IDENTITY",
+		Env: vars(filepath.Join(t.TempDir(), "admin.key")),
+	})
 }
 
 func TestConfigProblems(t *testing.T) {
@@ -65,18 +47,23 @@ func TestConfigProblems(t *testing.T) {
 	}
 }
 
+// vars are identity's own variables: the shared secrets and the bootstrap
+// admin key's file. Identity follows no one, so it has no identity address.
+func vars(keyFile string) servetest.Env {
+	e := authntest.Env("")
+	e["MOAT_BOOTSTRAP_ADMIN_KEY_FILE"] = keyFile
+	return e
+}
+
 func env(t *testing.T, dbURL, natsURL, keyFile string) servetest.Env {
 	t.Helper()
-	return servetest.Env{
-		"GRPC_ADDR":                     servetest.FreeAddr(t),
-		"HTTP_ADDR":                     servetest.FreeAddr(t),
-		"NATS_URL":                      natsURL,
-		"DATABASE_URL":                  dbURL,
-		"DRAIN_TIMEOUT":                 "2s",
-		"MOAT_KEY_SECRET":               keySecret,
-		"MOAT_INTERNAL_TOKEN":           internalToken,
-		"MOAT_BOOTSTRAP_ADMIN_KEY_FILE": keyFile,
-	}
+	e := vars(keyFile)
+	e["GRPC_ADDR"] = servetest.FreeAddr(t)
+	e["HTTP_ADDR"] = servetest.FreeAddr(t)
+	e["NATS_URL"] = natsURL
+	e["DATABASE_URL"] = dbURL
+	e["DRAIN_TIMEOUT"] = "2s"
+	return e
 }
 
 func adminKeys(t *testing.T, pool *pgxpool.Pool) int {
@@ -154,11 +141,11 @@ func TestBootstrap(t *testing.T) {
 	}
 
 	// REST on the second replica, through its own gRPC server.
-	code, body := restGet(t, "http://"+envs[1]["HTTP_ADDR"]+"/api/v1/orgs/acme/projects/web/keys", key)
+	code, body := servetest.GetAs(t, "http://"+envs[1]["HTTP_ADDR"]+"/api/v1/orgs/acme/projects/web/keys", key)
 	if code != http.StatusOK || !strings.Contains(body, created.GetApiKey().GetName()) {
 		t.Errorf("GET keys = %d %s, want 200 with %s", code, body, created.GetApiKey().GetName())
 	}
-	if code, body := restGet(t, "http://"+envs[1]["HTTP_ADDR"]+"/api/v1/orgs/acme/projects/web/keys", ""); code != http.StatusUnauthorized || !strings.Contains(body, `"code"`) {
+	if code, body := servetest.GetAs(t, "http://"+envs[1]["HTTP_ADDR"]+"/api/v1/orgs/acme/projects/web/keys", ""); code != http.StatusUnauthorized || !strings.Contains(body, `"code"`) {
 		t.Errorf("GET keys without a key = %d %s, want 401 with a status body", code, body)
 	}
 
@@ -179,35 +166,11 @@ func TestBootstrap(t *testing.T) {
 	}
 }
 
-func restGet(t *testing.T, url, key string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
 // TestBootstrapKeyFile covers the file cases: a key left by a start that
 // crashed before its commit is adopted; anything else is never overwritten.
 func TestBootstrapKeyFile(t *testing.T) {
 	t.Parallel()
-	orphan, err := authn.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	orphan := authntest.Key(t)
 	tests := []struct {
 		name    string
 		content string

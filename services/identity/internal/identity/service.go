@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/pagetoken"
 )
 
 // Page sizes of ListKeys (AIP-158).
@@ -200,36 +200,30 @@ func (s *Service) ListKeys(ctx context.Context, parent string, pageSize int, pag
 	return keys, encodePageToken(parent, Cursor{CreateTime: last.CreateTime, ID: last.ID}), nil
 }
 
-// pageToken is the content of an opaque page token. It names its parent so
-// that a token cannot be replayed against another project's list.
-type pageToken struct {
-	Parent string `json:"p"`
+// pagePosition is the keyset position a page token carries; the token
+// also names its parent, so that it cannot be replayed against another
+// project's list.
+type pagePosition struct {
 	Micros int64  `json:"t"`
 	ID     string `json:"i"`
 }
 
 func encodePageToken(parent string, c Cursor) string {
-	b, _ := json.Marshal(pageToken{Parent: parent, Micros: c.CreateTime.UnixMicro(), ID: c.ID}) //nolint:errchkjson // plain strings and ints always encode
-	return base64.RawURLEncoding.EncodeToString(b)
+	return pagetoken.Encode(parent, pagePosition{Micros: c.CreateTime.UnixMicro(), ID: c.ID})
 }
 
 func decodePageToken(parent, token string) (*Cursor, error) {
 	if token == "" {
 		return nil, nil
 	}
-	bad := invalid("page_token", "is not a page token of this list")
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return nil, bad
+	var p pagePosition
+	if err := pagetoken.Decode(token, parent, &p); err != nil {
+		return nil, invalid("page_token", "is not a page token of this list")
 	}
-	var t pageToken
-	if err := json.Unmarshal(b, &t); err != nil || t.Parent != parent {
-		return nil, bad
+	if u, err := uuid.Parse(p.ID); err != nil || u.String() != p.ID {
+		return nil, invalid("page_token", "is not a page token of this list")
 	}
-	if u, err := uuid.Parse(t.ID); err != nil || u.String() != t.ID {
-		return nil, bad
-	}
-	return &Cursor{CreateTime: time.UnixMicro(t.Micros).UTC(), ID: t.ID}, nil
+	return &Cursor{CreateTime: time.UnixMicro(p.Micros).UTC(), ID: p.ID}, nil
 }
 
 // IndexSink receives the key index from WatchIndex.

@@ -1,0 +1,269 @@
+package keycloak_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"html"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Nerzal/gocloak/v13"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/services/identity/internal/keycloak"
+)
+
+// server returns the Keycloak that make test starts (TEST_KEYCLOAK_*). The
+// test fails without one: under -short it skips, as unit tests only.
+func server(t *testing.T) (url, user, password string) {
+	t.Helper()
+	url, user, password = os.Getenv("TEST_KEYCLOAK_URL"), os.Getenv("TEST_KEYCLOAK_ADMIN_USER"), os.Getenv("TEST_KEYCLOAK_ADMIN_PASSWORD")
+	if url == "" || user == "" || password == "" {
+		if testing.Short() {
+			t.Skip("integration test: needs Keycloak; run without -short (make test starts it)")
+		}
+		t.Fatal("TEST_KEYCLOAK_URL, TEST_KEYCLOAK_ADMIN_USER and TEST_KEYCLOAK_ADMIN_PASSWORD are not set: this test needs Keycloak. Run `make test`, which installs and starts it.")
+	}
+	return url, user, password
+}
+
+func randomName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// newRealm returns a bootstrap configuration for a realm of this test only,
+// deleted when the test ends.
+func newRealm(t *testing.T) keycloak.Config {
+	t.Helper()
+	u, user, password := server(t)
+	cfg := keycloak.Config{
+		URL: u, AdminUser: user, AdminPassword: password,
+		Realm:         randomName("moat-test-"),
+		RedirectURIs:  []string{"http://127.0.0.1:9999/callback"},
+		PlatformAdmin: "admin", PlatformAdminPassword: randomName("pw-"),
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		kc := gocloak.NewClient(u)
+		jwt, err := kc.LoginAdmin(ctx, user, password, "master")
+		if err != nil {
+			t.Errorf("log in to delete realm: %v", err)
+			return
+		}
+		if err := kc.DeleteRealm(ctx, jwt.AccessToken, cfg.Realm); err != nil {
+			t.Errorf("delete realm %s: %v", cfg.Realm, err)
+		}
+	})
+	return cfg
+}
+
+func claims(t *testing.T, token string) map[string]any {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("access token has %d parts", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func audience(c map[string]any) []string {
+	switch a := c["aud"].(type) {
+	case string:
+		return []string{a}
+	case []any:
+		var out []string
+		for _, v := range a {
+			s, _ := v.(string)
+			out = append(out, s)
+		}
+		return out
+	}
+	return nil
+}
+
+// Bootstrap creates the realm, clients, mappers, group and first admin,
+// and a second run converges to the same state (same client secrets).
+func TestBootstrapIsIdempotentAndTokensCarryTheAudience(t *testing.T) {
+	t.Parallel()
+	cfg := newRealm(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+
+	first, err := keycloak.Bootstrap(ctx, cfg, log)
+	if err != nil {
+		t.Fatalf("Bootstrap = %v", err)
+	}
+	second, err := keycloak.Bootstrap(ctx, cfg, log)
+	if err != nil {
+		t.Fatalf("second Bootstrap = %v", err)
+	}
+	if diff := cmp.Diff(first, second); diff != "" {
+		t.Errorf("second Bootstrap differs (-first +second):\n%s", diff)
+	}
+	if want := cfg.URL + "/realms/" + cfg.Realm; first.Issuer != want {
+		t.Errorf("issuer = %q, want %q", first.Issuer, want)
+	}
+	if len(first.ServiceSecrets) != len(keycloak.Services) {
+		t.Fatalf("service secrets for %d services, want %d", len(first.ServiceSecrets), len(keycloak.Services))
+	}
+
+	// A service account's access token carries Moat's audience.
+	kc := gocloak.NewClient(cfg.URL)
+	jwt, err := kc.LoginClient(ctx, "moat-gateway", first.ServiceSecrets["gateway"], cfg.Realm)
+	if err != nil {
+		t.Fatalf("client credentials for moat-gateway: %v", err)
+	}
+	c := claims(t, jwt.AccessToken)
+	if !slices.Contains(audience(c), "moat") || c["iss"] != first.Issuer {
+		t.Errorf("service token aud %v iss %v, want moat and %s", c["aud"], c["iss"], first.Issuer)
+	}
+	if _, err := kc.LoginClient(ctx, "moat-gateway", "wrong-secret", cfg.Realm); err == nil {
+		t.Error("client credentials with a wrong secret succeeded")
+	}
+}
+
+// The console client works end to end: authorization code with PKCE, driven
+// as a browser would (login form, redirect), gives the platform admin an
+// access token with Moat's audience and the platform-admins group.
+func TestConsoleSignInWithPKCE(t *testing.T) {
+	t.Parallel()
+	cfg := newRealm(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := keycloak.Bootstrap(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("Bootstrap = %v", err)
+	}
+	token, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], cfg.PlatformAdmin, cfg.PlatformAdminPassword)
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	c := claims(t, token)
+	groups, _ := c["groups"].([]any)
+	if !slices.Contains(audience(c), "moat") || !slices.Contains(groups, any(keycloak.PlatformAdminGroup)) || c["preferred_username"] != cfg.PlatformAdmin {
+		t.Errorf("console token aud %v groups %v user %v; want moat, %s, %s", c["aud"], groups, c["preferred_username"], keycloak.PlatformAdminGroup, cfg.PlatformAdmin)
+	}
+
+	// Moat's token verifier accepts Keycloak's token as it comes (RS256,
+	// JWKS by kid, Moat's audience) and names the user.
+	v, err := authn.NewTokenVerifier(authn.TokenConfig{Issuer: res.Issuer, Audience: "moat"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := v.Verify(ctx, token)
+	if err != nil {
+		t.Fatalf("Verify(console token) = %v", err)
+	}
+	if tc.PreferredUsername != cfg.PlatformAdmin || !slices.Contains(tc.Groups, keycloak.PlatformAdminGroup) {
+		t.Errorf("verified claims: user %q groups %v", tc.PreferredUsername, tc.Groups)
+	}
+	other, err := authn.NewTokenVerifier(authn.TokenConfig{Issuer: res.Issuer, Audience: "someone-else"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Verify(ctx, token); !errors.Is(err, authn.ErrUnauthenticated) {
+		t.Errorf("Verify with another audience = %v, want ErrUnauthenticated", err)
+	}
+
+	// Without the PKCE verifier, or with a wrong password, there is no token.
+	if _, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], cfg.PlatformAdmin, "not-the-password"); err == nil {
+		t.Error("sign-in with a wrong password succeeded")
+	}
+}
+
+var formAction = regexp.MustCompile(`(?s)<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"`)
+
+// signIn runs the authorization-code flow with PKCE against the console
+// client, filling Keycloak's login form, and returns the access token.
+func signIn(ctx context.Context, issuer, redirect, user, password string) (string, error) {
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	verifierBytes := make([]byte, 32)
+	_, _ = rand.Read(verifierBytes)
+	verifier := base64.RawURLEncoding.EncodeToString(verifierBytes)
+	sum := sha256.Sum256([]byte(verifier))
+	q := url.Values{
+		"client_id": {keycloak.ConsoleClientID}, "response_type": {"code"}, "scope": {"openid"},
+		"redirect_uri": {redirect}, "state": {"s1"},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+	}
+	resp, err := do(ctx, client, http.MethodGet, issuer+"/protocol/openid-connect/auth?"+q.Encode(), nil)
+	if err != nil {
+		return "", err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := formAction.FindSubmatch(body)
+	if m == nil {
+		return "", errors.New("no login form")
+	}
+	resp, err = do(ctx, client, http.MethodPost, html.UnescapeString(string(m[1])), url.Values{"username": {user}, "password": {password}, "credentialId": {""}})
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		return "", errors.New("login did not redirect with a code")
+	}
+	if loc.Query().Get("state") != "s1" {
+		return "", errors.New("state not returned")
+	}
+	resp, err = do(ctx, client, http.MethodPost, issuer+"/protocol/openid-connect/token", url.Values{
+		"grant_type": {"authorization_code"}, "client_id": {keycloak.ConsoleClientID}, "code": {loc.Query().Get("code")},
+		"redirect_uri": {redirect}, "code_verifier": {verifier},
+	})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
+		return "", errors.New("no access token from the code exchange")
+	}
+	return tok.AccessToken, nil
+}
+
+func do(ctx context.Context, client *http.Client, method, u string, form url.Values) (*http.Response, error) {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	return client.Do(req)
+}
