@@ -208,7 +208,7 @@ func Enqueue(ctx context.Context, tx pgx.Tx, prop propagation.TextMapPropagator,
 // services with a database use Enqueue. A retry after an ambiguous failure
 // must reuse the same event: the stream drops the duplicate by its id.
 func Publish(ctx context.Context, js jetstream.JetStream, prop propagation.TextMapPropagator, ev Event) (*jetstream.PubAck, error) {
-	msg := &nats.Msg{Subject: ev.Subject, Header: ev.header(), Data: ev.Data}
+	msg := Message(ev)
 	if prop != nil {
 		prop.Inject(ctx, propagation.HeaderCarrier(msg.Header))
 	}
@@ -217,6 +217,16 @@ func Publish(ctx context.Context, js jetstream.JetStream, prop propagation.TextM
 		return nil, fmt.Errorf("publish %s %s: %w", ev.Subject, ev.ID, err)
 	}
 	return ack, nil
+}
+
+// Message renders ev as the NATS message Publish sends: its subject, its
+// payload and the CloudEvents headers, with Nats-Msg-Id = ce-id = ev.ID.
+// Producers that publish asynchronously (jetstream.PublishMsgAsync) build
+// their messages with it, so that every event looks the same on the wire.
+// The message owns its headers: callers may add to them (a trace context)
+// without touching ev.
+func Message(ev Event) *nats.Msg {
+	return &nats.Msg{Subject: ev.Subject, Header: ev.header(), Data: ev.Data}
 }
 
 // MarkProcessed records that consumer applied eventID, inside the

@@ -177,6 +177,42 @@ func TestPublishSameIDTwiceStoredOnce(t *testing.T) {
 	}
 }
 
+// Message carries the event id three times (Nats-Msg-Id, ce-id and the
+// stream's dedupe key all agree), keeps the event's extra headers and owns
+// its header map.
+func TestMessage(t *testing.T) {
+	t.Parallel()
+	ev := newEvent(t, "wire")
+	ev.Time = time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	ev.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	id := ev.ID.String()
+
+	msg := Message(ev)
+	msg.Header.Set("added", "by the caller")
+
+	want := nats.Header{
+		jetstream.MsgIDHeader: {id},
+		HeaderSpecVersion:     {"1.0"},
+		HeaderID:              {id},
+		HeaderSource:          {"moat/testsvc"},
+		HeaderType:            {"google.protobuf.StringValue"},
+		HeaderSubject:         {"things/wire"},
+		HeaderTime:            {"2026-01-02T03:04:05.000000006Z"},
+		HeaderContentType:     {"application/protobuf"},
+		"traceparent":         {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		"added":               {"by the caller"},
+	}
+	if diff := cmp.Diff(want, msg.Header); diff != "" {
+		t.Errorf("Message headers mismatch (-want +got):\n%s", diff)
+	}
+	if msg.Subject != testSubject || string(msg.Data) != string(ev.Data) {
+		t.Errorf("Message = subject %q, data %q; want %q, %q", msg.Subject, msg.Data, testSubject, ev.Data)
+	}
+	if got := ev.Header.Get("added"); got != "" {
+		t.Errorf("event header \"added\" = %q after changing the message's, want the event untouched", got)
+	}
+}
+
 // RELIABILITY.md scenario 7: the relay dies after the PubAck and before it
 // marks the rows; its successor republishes them under the same ids, the
 // stream drops the duplicates, the outbox drains and each effect happens once.

@@ -96,14 +96,21 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer events.Drain(nc, cfg.Serve.DrainTimeout)
-	publisher, err := usage.New(js, usage.Options{
+	usageOpts := usage.Options{
 		QueueSize:  cfg.Usage.QueueSize,
 		Publishers: cfg.Usage.Publishers,
 		Drain:      cfg.Serve.DrainTimeout,
 		Meter:      tel.MeterProvider,
 		Propagator: tel.Propagator,
 		Log:        log,
-	})
+	}
+	// The publisher's own handle, so that its ack timeout and bound on
+	// pending publishes apply to its publishes alone.
+	usageJS, err := jetstream.New(nc, usage.JetStreamOptions(usageOpts)...)
+	if err != nil {
+		return fmt.Errorf("jetstream for usage events: %w", err)
+	}
+	publisher, err := usage.New(usageJS, usageOpts)
 	if err != nil {
 		return err
 	}
