@@ -9,8 +9,11 @@
 #   MOAT_INSTANCE       run a separate platform (own ports, NATS, databases <instance>_<svc>); see lib.sh
 #   MOAT_READY_TIMEOUT  seconds to wait for every /readyz to answer 200 (default 120)
 #   MOAT_DB_RESET=1     drop the instance's databases first (make test does this for e2e)
-#   MOAT_KEYCLOAK=1     also start Keycloak; identity sets up realm "moat" (console client, service
-#                       clients, platform admin) and the demo env file gets the OIDC settings
+#   MOAT_KEYCLOAK=1     also start Keycloak (database keycloak, or <instance>_keycloak, kept by
+#                       MOAT_DB_RESET: the realm converges at each start); identity sets up realm
+#                       "moat" (console client, service clients, platform admin), every service
+#                       accepts its access tokens (MOAT_OIDC_ISSUER) and the demo env file gets the
+#                       OIDC settings
 #   LOG_LEVEL, DRAIN_TIMEOUT  passed to the services (default info, 10s)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -108,7 +111,7 @@ fi
 
 if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
 	# identity sets the realm up at start; sign-in works once its discovery document answers.
-	issuer="http://127.0.0.1:${KEYCLOAK_PORT}/realms/moat"
+	issuer="$(keycloak_issuer)"
 	deadline=$((SECONDS + 120))
 	until [[ $(http_status "127.0.0.1:${KEYCLOAK_PORT}" /realms/moat/.well-known/openid-configuration) == 200 ]]; do
 		((SECONDS < deadline)) || fail_service identity "did not set up the Keycloak realm within 120s"

@@ -892,6 +892,13 @@ service_env() {
 	# Shared secrets (docs/walking-skeleton.md), generated once into secrets.env.
 	echo "MOAT_KEY_SECRET=$(secret_b64 MOAT_KEY_SECRET)"
 	echo "MOAT_INTERNAL_TOKEN=$(secret MOAT_INTERNAL_TOKEN)"
+	if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
+		# Every service accepts access tokens of the realm identity sets up at start. Verifiers fetch
+		# the realm's keys on first use and again later when that failed, so start order does not
+		# matter. The gateway reads it too but authenticates nothing with it: its data plane takes
+		# API keys only, and /api/v1 passes tokens on to the owning service.
+		echo "MOAT_OIDC_ISSUER=$(keycloak_issuer)"
+	fi
 	case ${svc} in
 	config | gateway) echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)" ;;
 	identity)
@@ -1123,6 +1130,11 @@ keycloak_stop() {
 		stop_pids 30 keycloak "${pid}"
 	fi
 	rm -f "$(keycloak_pidfile)"
+}
+
+# keycloak_issuer prints the issuer URL of realm moat, which identity sets up (after keycloak_start).
+keycloak_issuer() {
+	printf 'http://127.0.0.1:%s/realms/moat\n' "${KEYCLOAK_PORT}"
 }
 
 # console_redirect_uri is the console client's registered redirect URI (the console will be served

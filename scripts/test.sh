@@ -6,7 +6,7 @@
 # Usage: scripts/test.sh [all|integration|e2e]
 #   integration  all Go tests of every module (-race -shuffle=on -count=1) with TEST_DATABASE_URL
 #   e2e          a separate platform instance (MOAT_INSTANCE=e2e, fresh e2e_* databases and NATS
-#                store) and the black-box suite in e2e/ against it
+#                store, its own Keycloak) and the black-box suite in e2e/ against it
 #   all          integration, then make lint, check-modules, check-generated, then e2e (default)
 #
 # PostgreSQL is the private cluster of scripts/lib.sh. When it is already running (make run in
@@ -65,21 +65,35 @@ fi
 TEST_DATABASE_URL="$(pg_superuser_url)"
 export TEST_DATABASE_URL
 
-section "Keycloak"
-keycloak_was_running=0
-keycloak_running && keycloak_was_running=1
-keycloak_start
-TEST_KEYCLOAK_URL="http://127.0.0.1:${KEYCLOAK_PORT}"
-TEST_KEYCLOAK_ADMIN_USER=admin
-TEST_KEYCLOAK_ADMIN_PASSWORD="$(secret KEYCLOAK_ADMIN_PASSWORD)"
-export TEST_KEYCLOAK_URL TEST_KEYCLOAK_ADMIN_USER TEST_KEYCLOAK_ADMIN_PASSWORD
+# The Go tests' Keycloak is the default instance's (TEST_KEYCLOAK_*): reused when make run has it
+# up, else started for the tests and stopped as soon as they are done. The e2e platform runs its own.
+test_keycloak_start() {
+	section "Keycloak"
+	keycloak_was_running=0
+	keycloak_running && keycloak_was_running=1
+	keycloak_start
+	TEST_KEYCLOAK_URL="http://127.0.0.1:${KEYCLOAK_PORT}"
+	TEST_KEYCLOAK_ADMIN_USER="admin"
+	TEST_KEYCLOAK_ADMIN_PASSWORD="$(secret KEYCLOAK_ADMIN_PASSWORD)"
+	export TEST_KEYCLOAK_URL TEST_KEYCLOAK_ADMIN_USER TEST_KEYCLOAK_ADMIN_PASSWORD
+}
+
+test_keycloak_stop() {
+	if ((!${keycloak_was_running:-1})); then
+		section "stopping Keycloak (the Go tests are done with it)"
+		keycloak_stop
+		keycloak_was_running=1
+	fi
+}
 
 run_go_tests() {
 	local pkgs
 	pkgs="$(go list -m -f '{{.Path}}/...')" || die "go list -m failed: every module in go.work must exist"
-	section "go test ${TEST_FLAGS[*]} (every module, TEST_DATABASE_URL set)"
+	test_keycloak_start
+	section "go test ${TEST_FLAGS[*]} (every module, TEST_DATABASE_URL and TEST_KEYCLOAK_URL set)"
 	# shellcheck disable=SC2086 # one pattern per module
 	go test "${TEST_FLAGS[@]}" ${pkgs}
+	test_keycloak_stop
 }
 
 # scan_secrets fails when a secret of the e2e run appears where none may (RELIABILITY.md scenario 17):
@@ -101,7 +115,15 @@ scan_secrets() {
 		log "a full API key appears in the files above"
 		hits=1
 	fi
-	for name in MOCK_PROVIDER_CREDENTIAL MOAT_INTERNAL_TOKEN MOAT_KEY_SECRET MOAT_KEK_LOCAL1; do
+	# Access tokens are credentials too: no JWT may be logged, published or stored.
+	local jwt='eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}'
+	if grep -rEaq "${jwt}" "${places[@]}"; then
+		grep -rEal "${jwt}" "${places[@]}" >&2
+		log "an access token (JWT) appears in the files above"
+		hits=1
+	fi
+	for name in MOCK_PROVIDER_CREDENTIAL MOAT_INTERNAL_TOKEN MOAT_KEY_SECRET MOAT_KEK_LOCAL1 MOAT_ADMIN_PASSWORD \
+		KEYCLOAK_ADMIN_PASSWORD; do
 		value="$(env_get "${MOAT_SECRETS}" "${name}")"
 		[[ -n ${value} ]] || die "secret ${name} is missing from $(rel "${MOAT_SECRETS}")"
 		if grep -rFaq -- "${value}" "${places[@]}"; then
@@ -112,16 +134,18 @@ scan_secrets() {
 	done
 	rm -rf "${dump}"
 	((hits == 0)) || die "secrets leaked into logs, events or databases"
-	log "no API key, credential or shared secret in logs, events or databases"
+	log "no API key, access token, credential, password or shared secret in logs, events or databases"
 }
 
 run_e2e() {
 	section "e2e: platform instance '${E2E_INSTANCE}'"
-	# Start from nothing: empty databases (MOAT_DB_RESET) and a fresh NATS store.
+	# Start from nothing: empty service databases (MOAT_DB_RESET) and a fresh NATS store. Keycloak
+	# (MOAT_KEYCLOAK) is the instance's own, on database e2e_keycloak and ports of its own; its realm
+	# converges at identity's start, and every service accepts the realm's access tokens.
 	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_KEEP_PG=1 "${MOAT_ROOT}/scripts/dev-down.sh"
 	rm -rf "${E2E_STATE}"
 	e2e_started=1
-	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_DB_RESET=1 "${MOAT_ROOT}/scripts/dev-up.sh"
+	MOAT_INSTANCE="${E2E_INSTANCE}" MOAT_DB_RESET=1 MOAT_KEYCLOAK=1 "${MOAT_ROOT}/scripts/dev-up.sh"
 
 	section "go test -tags e2e (black-box, against ${E2E_STATE#"${MOAT_ROOT}/"}/platform.env)"
 	(
@@ -164,11 +188,7 @@ all)
 	;;
 esac
 
-if ((!keycloak_was_running)); then
-	section "stopping Keycloak"
-	keycloak_stop
-	keycloak_was_running=1
-fi
+test_keycloak_stop
 if ((PG_STARTED)); then
 	section "stopping PostgreSQL"
 	pg_stop

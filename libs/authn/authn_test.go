@@ -329,3 +329,47 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("Follow = %v", err)
 	}
 }
+
+func TestConfigOIDC(t *testing.T) {
+	t.Parallel()
+	base := authn.Config{KeySecret: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", InternalToken: "internal-token-for-tests", IdentityGRPC: "127.0.0.1:1"}
+	tests := []struct {
+		name, issuer, audience string
+		wantErr                string // "" means valid
+		wantVerifier           bool
+	}{
+		{"no issuer: API keys only", "", "moat", "", false},
+		{"no issuer, no audience", "", "", "", false},
+		{"https issuer", "https://sso.example.com/realms/moat", "moat", "", true},
+		{"http issuer (local)", "http://127.0.0.1:8180/realms/moat", "moat", "", true},
+		{"relative issuer", "/realms/moat", "moat", "MOAT_OIDC_ISSUER must be an absolute http(s) URL", false},
+		{"host only", "sso.example.com", "moat", "MOAT_OIDC_ISSUER must be an absolute http(s) URL", false},
+		{"other scheme", "ftp://sso.example.com/realms/moat", "moat", "MOAT_OIDC_ISSUER must be an absolute http(s) URL", false},
+		{"user info", "https://u:p@sso.example.com/realms/moat", "moat", "MOAT_OIDC_ISSUER must be an absolute http(s) URL", false},
+		{"issuer without audience", "https://sso.example.com/realms/moat", "", "MOAT_OIDC_AUDIENCE is required with MOAT_OIDC_ISSUER", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := base
+			c.OIDCIssuer, c.OIDCAudience = tt.issuer, tt.audience
+			err := c.Validate(true)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				v, err := c.Verifier(nil)
+				if err != nil || (v != nil) != tt.wantVerifier {
+					t.Errorf("Verifier() = %v, %v; want a verifier: %v", v, err, tt.wantVerifier)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Validate() = %v, want it to say %q", err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "u:p@") {
+				t.Errorf("Validate() quotes the issuer's user info: %v", err)
+			}
+		})
+	}
+}

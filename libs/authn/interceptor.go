@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/moat-ai/moat/libs/grpcclient"
 	"github.com/moat-ai/moat/libs/serve"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 )
 
 // Authenticator verifies an API key; *Index is one.
@@ -31,8 +33,9 @@ type Interceptor struct {
 	// Auth checks API keys (credentials starting with KeyPrefix).
 	Auth Authenticator
 	// Tokens, when set, checks every other bearer credential as an OIDC
-	// access token; a verified token yields a KindUser Principal. When nil,
-	// every bearer credential goes to Auth.
+	// access token; a verified token yields a KindUser Principal, a
+	// platform admin when its groups include PlatformAdminGroup. When nil,
+	// every bearer credential goes to Auth. Config.Verifier builds it.
 	Tokens Verifier
 	// Token is the internal token; Internal methods are refused without it.
 	Token string
@@ -131,7 +134,7 @@ func (i *Interceptor) authenticateToken(ctx context.Context, method, raw string)
 	claims, err := i.Tokens.Verify(ctx, raw)
 	switch {
 	case err == nil:
-		return NewContext(ctx, Principal{Subject: "users/" + claims.Subject, Kind: KindUser}), nil
+		return NewContext(ctx, userPrincipal(claims)), nil
 	case errors.Is(err, ErrUnauthenticated):
 		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "invalid access token: malformed, expired or not for this service"))
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
@@ -139,6 +142,15 @@ func (i *Interceptor) authenticateToken(ctx context.Context, method, raw string)
 	default:
 		return ctx, i.deny(ctx, method, status.Error(codes.Internal, "internal error"))
 	}
+}
+
+// userPrincipal is the Principal of a verified token's holder.
+func userPrincipal(c TokenClaims) Principal {
+	p := Principal{Subject: "users/" + c.Subject, Kind: KindUser, Username: c.PreferredUsername, Email: c.Email}
+	if slices.Contains(c.Groups, PlatformAdminGroup) {
+		p.Role = identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
+	}
+	return p
 }
 
 func (i *Interceptor) deny(ctx context.Context, method string, err error) error {

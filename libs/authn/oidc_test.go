@@ -645,6 +645,15 @@ func TestInterceptorTokens(t *testing.T) {
 	apiKey := newKey(t)
 	ix.Replace(1, []*identityv1.KeyIndexEntry{entry(h, "k1", apiKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN)})
 	token := k.sign(t, claimsAt(f.url(), clk.Now(), nil))
+	adminToken := k.sign(t, claimsAt(f.url(), clk.Now(), func(c map[string]any) {
+		c["sub"], c["preferred_username"] = "root", "root"
+		c["groups"] = []string{"web", authn.PlatformAdminGroup}
+	}))
+	// A group whose name merely contains the admin group's is nobody's
+	// admin, and neither is a group path (the mapper sends names).
+	lookalike := k.sign(t, claimsAt(f.url(), clk.Now(), func(c map[string]any) {
+		c["groups"] = []string{authn.PlatformAdminGroup + "-readers", "/" + authn.PlatformAdminGroup}
+	}))
 	expired := k.sign(t, claimsAt(f.url(), clk.Now(), func(c map[string]any) { c["exp"] = clk.Now().Add(-time.Hour).Unix() }))
 
 	call := func(ic *authn.Interceptor, cred string) (authn.Principal, error) {
@@ -661,6 +670,7 @@ func TestInterceptorTokens(t *testing.T) {
 		return p, err
 	}
 	withTokens := &authn.Interceptor{Auth: ix, Tokens: v}
+	alice := authn.Principal{Subject: "users/alice", Kind: authn.KindUser, Username: "alice", Email: "alice@example.com"}
 	keysOnly := &authn.Interceptor{Auth: ix}
 
 	tests := []struct {
@@ -670,7 +680,10 @@ func TestInterceptorTokens(t *testing.T) {
 		want     authn.Principal
 		wantCode codes.Code
 	}{
-		{"access token: a user, not an admin", withTokens, token, authn.Principal{Subject: "users/alice", Kind: authn.KindUser}, codes.PermissionDenied},
+		{"access token: a user, not an admin", withTokens, token, alice, codes.PermissionDenied},
+		{"access token of a platform-admins member", withTokens, adminToken,
+			authn.Principal{Subject: "users/root", Kind: authn.KindUser, Username: "root", Email: "alice@example.com", Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN}, codes.OK},
+		{"access token with look-alike groups", withTokens, lookalike, alice, codes.PermissionDenied},
 		{"API key beside tokens", withTokens, apiKey,
 			authn.Principal{Subject: "keys/k1", Kind: authn.KindAPIKey, KeyID: "k1", Prefix: authn.DisplayPrefix(apiKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN}, codes.OK},
 		{"expired access token", withTokens, expired, authn.Principal{}, codes.Unauthenticated},

@@ -18,6 +18,15 @@ const (
 	KindUser Kind = "user"
 )
 
+// PlatformAdminGroup is the group whose members are platform admins: a
+// user whose verified access token lists it in its groups claim gets
+// ROLE_PLATFORM_ADMIN. identity's realm bootstrap creates the group in
+// Keycloak, and the groups mapper puts group names (not paths) into the
+// claim, so only the realm's administrators decide who is in it. Every
+// other user is authenticated but holds no role until organization
+// memberships exist.
+const PlatformAdminGroup = "platform-admins"
+
 // Principal is an authenticated caller.
 type Principal struct {
 	// Subject names the caller in audit records: keys/{key_id} for an API
@@ -29,23 +38,27 @@ type Principal struct {
 	KeyID string
 	// Prefix is the key's display prefix.
 	Prefix string
-	// Role is what the key may do; unset for users, whose rights will come
-	// from their memberships.
+	// Role is what the caller may do: a key's role, or for a user
+	// ROLE_PLATFORM_ADMIN when the token lists PlatformAdminGroup and
+	// unset otherwise (organization roles will come from memberships).
 	Role identityv1.KeyIndexEntry_Role
 	// Organization is orgs/{org} for a project key, empty for a platform admin.
 	Organization string
 	// Project is orgs/{org}/projects/{project} for a project key.
 	Project string
+	// Username and Email are a user's preferred_username and email claims,
+	// for logs and display only: users can often change them, so nothing
+	// is decided or recorded by them (audit records name Subject).
+	Username, Email string
 }
 
 // IsUser reports whether p is a person signed in through OIDC.
 func (p Principal) IsUser() bool { return p.Kind == KindUser }
 
-// IsPlatformAdmin reports whether p administers the whole platform.
+// IsPlatformAdmin reports whether p administers the whole platform: a
+// platform-admin key, or a user in PlatformAdminGroup.
 func (p Principal) IsPlatformAdmin() bool {
-	// Users hold no key role; the kind check keeps a stray role from
-	// ever making one an admin before memberships exist.
-	return p.Kind != KindUser && p.Role == identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
+	return p.Role == identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
 }
 
 var (
@@ -70,9 +83,11 @@ func FromContext(ctx context.Context) (Principal, bool) {
 	return p, ok
 }
 
-// Authorize admits platform admins to an administrative method. It returns
-// ErrUnauthenticated without a principal and ErrPermissionDenied for any
-// other caller. Roles scoped to an organization come with OIDC sign-in.
+// Authorize admits platform admins (keys and users) to an administrative
+// method. It returns ErrUnauthenticated without a principal and
+// ErrPermissionDenied for any other caller, signed-in users outside
+// PlatformAdminGroup included, until roles scoped to an organization come
+// with memberships.
 func Authorize(ctx context.Context) error {
 	p, ok := FromContext(ctx)
 	if !ok {

@@ -1,6 +1,7 @@
 // Package authntest helps tests of services that authenticate callers with
-// package authn: shared test secrets, API keys and key-index entries, and a
-// fake identity service that streams a key index the way identity does.
+// package authn: shared test secrets, API keys and key-index entries, a
+// fake identity service that streams a key index the way identity does, and
+// a fake OIDC issuer that signs access tokens.
 package authntest
 
 import (

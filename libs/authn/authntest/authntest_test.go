@@ -105,3 +105,27 @@ func TestEnv(t *testing.T) {
 		}
 	}
 }
+
+// The fake issuer's tokens pass the verifier a service builds from its
+// configuration, and its claims make admins of PlatformAdminGroup only.
+func TestIssuer(t *testing.T) {
+	t.Parallel()
+	iss := authntest.NewIssuer(t)
+	v, err := authn.Config{OIDCIssuer: iss.URL(), OIDCAudience: authntest.Audience}.Verifier(nil)
+	if err != nil || v == nil {
+		t.Fatalf("Verifier() = %v, %v", v, err)
+	}
+	ctx := context.Background()
+	admin, err := v.Verify(ctx, iss.Token(t, iss.Claims("alice", authn.PlatformAdminGroup)))
+	if err != nil || admin.Subject != "alice" || admin.PreferredUsername != "alice" || len(admin.Groups) != 1 || admin.Groups[0] != authn.PlatformAdminGroup {
+		t.Errorf("Verify(admin token) = %+v, %v", admin, err)
+	}
+	if user, err := v.Verify(ctx, iss.Token(t, iss.Claims("bob"))); err != nil || user.Subject != "bob" || len(user.Groups) != 0 {
+		t.Errorf("Verify(user token) = %+v, %v", user, err)
+	}
+	other := iss.Claims("carol")
+	other["aud"] = "someone-else"
+	if _, err := v.Verify(ctx, iss.Token(t, other)); !errors.Is(err, authn.ErrUnauthenticated) {
+		t.Errorf("Verify(token for another audience) = %v, want ErrUnauthenticated", err)
+	}
+}

@@ -90,7 +90,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	keys := authn.NewIndex(hasher)
-	auth := &authn.Interceptor{Auth: keys, Token: cfg.Auth.InternalToken}
+	tokens, err := cfg.Auth.Verifier(log)
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	auth := &authn.Interceptor{Auth: keys, Tokens: tokens, Token: cfg.Auth.InternalToken}
 	srv.Use(auth.Unary(), auth.Stream())
 	auditv1.RegisterAuditServiceServer(srv.GRPC, grpcapi.New(audit.NewService(postgres.NewStore(pool)), log))
 	if err := srv.MountREST(ctx, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {

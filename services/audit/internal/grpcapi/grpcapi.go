@@ -105,7 +105,7 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "missing or invalid credentials")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method needs a platform-admin key")
+		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
 	case errors.As(err, &verr):
 		st := status.New(codes.InvalidArgument, verr.Error())
 		if d, derr := st.WithDetails(&errdetails.BadRequest{

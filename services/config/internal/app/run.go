@@ -97,12 +97,17 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer identity.Close()
 	keys := authn.NewIndex(hasher)
+	tokens, err := cfg.Auth.Verifier(log)
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
 
 	notifier := pg.NewNotifier(pool, postgres.NotifyChannel, log)
 	svc := config.NewService(postgres.NewStore(pool, tel.Propagator), sealer{keyring})
 	api := grpcapi.New(svc, grpcapi.Options{Log: log, Notifier: notifier})
 	auth := &authn.Interceptor{
 		Auth:     keys,
+		Tokens:   tokens,
 		Token:    cfg.Auth.InternalToken,
 		Internal: grpcapi.InternalMethods,
 		Denied:   api.AuditRefusal,

@@ -3,18 +3,22 @@ package app_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/authn/authntest"
 	"github.com/moat-ai/moat/libs/events/eventstest"
 	"github.com/moat-ai/moat/libs/grpcclient"
@@ -175,6 +179,77 @@ func TestServe(t *testing.T) {
 	}
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("watch stream after stop = %v, want Unavailable", err)
+	}
+}
+
+// With MOAT_OIDC_ISSUER set, config takes OIDC access tokens besides keys:
+// a member of the platform-admins group administers, any other signed-in
+// user is refused with PERMISSION_DENIED, and a token for another audience
+// or with a broken signature is not accepted at all. Each mutation is
+// audited, with the user's subject as actor.
+func TestServeAcceptsAccessTokens(t *testing.T) {
+	t.Parallel()
+	iss := authntest.NewIssuer(t)
+	_, dbURL := pgtest.NewDatabase(t, app.Migrations...)
+	ns := eventstest.NewServer(t)
+	env := vars(authntest.StartIdentity(t, authntest.InternalToken).Addr())
+	env["MOAT_OIDC_ISSUER"] = iss.URL()
+	env["GRPC_ADDR"] = servetest.FreeAddr(t)
+	env["HTTP_ADDR"] = servetest.FreeAddr(t)
+	env["NATS_URL"] = ns.ClientURL()
+	env["DATABASE_URL"] = dbURL
+	env["DRAIN_TIMEOUT"] = "5s"
+	p := servetest.Start(t, app.Run, env)
+	servetest.WaitServing(t, p, env["GRPC_ADDR"], 20*time.Second)
+
+	admin := iss.Token(t, iss.Claims("alice-sub", "web", authn.PlatformAdminGroup))
+	user := iss.Token(t, iss.Claims("bob-sub", "web"))
+	elsewhere := iss.Claims("eve-sub", authn.PlatformAdminGroup)
+	elsewhere["aud"] = "another-service"
+	otherAudience := iss.Token(t, elsewhere)
+	sig := []byte(admin)
+	sig[len(sig)-10] ^= 'A' ^ 'B' // in the signature, clear of its last, partly unused character
+	tampered := string(sig)
+
+	base := "http://" + env["HTTP_ADDR"] + "/api/v1"
+	tests := []struct {
+		name, token, method, path, body string
+		want                            int
+	}{
+		{"admin creates", admin, http.MethodPost, "/orgs?organizationId=acme", `{"displayName":"Acme"}`, http.StatusOK},
+		{"admin reads", admin, http.MethodGet, "/orgs/acme", "", http.StatusOK},
+		{"user without the group creates", user, http.MethodPost, "/orgs?organizationId=bobs", `{"displayName":"Bob's"}`, http.StatusForbidden},
+		{"user without the group reads", user, http.MethodGet, "/orgs/acme", "", http.StatusForbidden},
+		{"token for another audience", otherAudience, http.MethodPost, "/orgs?organizationId=eves", `{"displayName":"Eve's"}`, http.StatusUnauthorized},
+		{"tampered admin token", tampered, http.MethodPost, "/orgs?organizationId=mallory", `{"displayName":"Mallory's"}`, http.StatusUnauthorized},
+	}
+	for _, tt := range tests { // in order: the reads need the create
+		if code, body := do(t, tt.method, base+tt.path, tt.token, tt.body); code != tt.want {
+			t.Errorf("%s: %s %s = %d %s, want %d", tt.name, tt.method, tt.path, code, body, tt.want)
+		}
+	}
+
+	// A refused create has no target: its organization was never named.
+	type record struct{ Target, Actor, Outcome, Status string }
+	want := []record{
+		{"orgs/acme", "users/alice-sub", "OUTCOME_ALLOWED", "OK"},
+		{"", "users/bob-sub", "OUTCOME_DENIED", "PERMISSION_DENIED"},
+		{"", "anonymous", "OUTCOME_DENIED", "UNAUTHENTICATED"},
+		{"", "anonymous", "OUTCOME_DENIED", "UNAUTHENTICATED"},
+	}
+	var got []record
+	readAudits(t, ns.ClientURL(), func(a *auditv1.AuditEvent) bool {
+		if a.GetAction() == "moat.config.v1.ConfigService.CreateOrganization" {
+			got = append(got, record{a.GetTarget(), a.GetActor(), a.GetOutcome().String(), a.GetStatus()})
+		}
+		return len(got) == len(want)
+	})
+	less := func(a, b record) bool { return fmt.Sprint(a) < fmt.Sprint(b) }
+	if diff := cmp.Diff(want, got, cmpopts.SortSlices(less)); diff != "" {
+		t.Errorf("audit records of CreateOrganization (-want +got):\n%s", diff)
+	}
+	if err := p.Stop(t, 10*time.Second); err != nil {
+		t.Fatalf("Run after cancel = %v", err)
 	}
 }
 

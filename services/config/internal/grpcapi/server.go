@@ -265,7 +265,7 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "authentication required")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method needs a platform-admin key")
+		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
 	case errors.Is(err, config.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, config.ErrAlreadyExists):

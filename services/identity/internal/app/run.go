@@ -105,10 +105,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	tokens, err := cfg.Auth.Verifier(log)
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
 	keys := pg.NewNotifier(pool, postgres.KeysChannel, log)
 	api := grpcapi.New(svc, keys, log, ctx.Done())
 	auth := &authn.Interceptor{
 		Auth:     index,
+		Tokens:   tokens,
 		Token:    cfg.Auth.InternalToken,
 		Internal: []string{identityv1.IdentityService_WatchKeyIndex_FullMethodName},
 		Denied:   api.Denied,

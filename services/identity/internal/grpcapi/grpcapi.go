@@ -285,7 +285,7 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "a valid API key is required")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method requires a platform admin key")
+		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
 	case errors.Is(err, identity.ErrNotFound):
 		return status.Error(codes.NotFound, identity.ErrNotFound.Error())
 	case errors.Is(err, identity.ErrRequestIDReused):

@@ -16,10 +16,14 @@ import (
 	"slices"
 
 	"github.com/Nerzal/gocloak/v13"
+
+	"github.com/moat-ai/moat/libs/authn"
 )
 
-// PlatformAdminGroup is the group whose members are platform admins.
-const PlatformAdminGroup = "platform-admins"
+// PlatformAdminGroup is the group whose members are platform admins: every
+// service's authn interceptor makes a platform admin of a user whose token
+// lists it, so the name is authn's.
+const PlatformAdminGroup = authn.PlatformAdminGroup
 
 // ConsoleClientID is the public client of the web console and moatctl.
 const ConsoleClientID = "moat-console"

@@ -23,8 +23,13 @@ import (
 
 	"github.com/Nerzal/gocloak/v13"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/moat-ai/moat/libs/authn"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/identity/internal/keycloak"
 )
 
@@ -192,10 +197,74 @@ func TestConsoleSignInWithPKCE(t *testing.T) {
 		t.Errorf("Verify with another audience = %v, want ErrUnauthenticated", err)
 	}
 
+	// Through the authn interceptor, as every service wires it, the admin
+	// administers and a signed-in user outside the group is refused.
+	userPassword := randomName("pw-")
+	addUser(ctx, t, cfg, "someone", userPassword)
+	userToken, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], "someone", userPassword)
+	if err != nil {
+		t.Fatalf("sign in as a user outside %s: %v", keycloak.PlatformAdminGroup, err)
+	}
+	ic := &authn.Interceptor{Tokens: v}
+	for _, tt := range []struct {
+		name, token string
+		want        codes.Code
+		admin       bool
+	}{
+		{"platform admin", token, codes.OK, true},
+		{"user outside the group", userToken, codes.PermissionDenied, false},
+		{"token cut short", token[:len(token)-8], codes.Unauthenticated, false},
+	} {
+		p, err := authorizeThrough(ic, tt.token)
+		if status.Code(err) != tt.want || p.IsPlatformAdmin() != tt.admin {
+			t.Errorf("%s: %v, principal %+v; want %v, admin %v", tt.name, err, p, tt.want, tt.admin)
+		}
+		if tt.want != codes.Unauthenticated && (p.Kind != authn.KindUser || !strings.HasPrefix(p.Subject, "users/") || p.Username == "") {
+			t.Errorf("%s: principal %+v, want a user named by subject and username", tt.name, p)
+		}
+	}
+
 	// Without the PKCE verifier, or with a wrong password, there is no token.
 	if _, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], cfg.PlatformAdmin, "not-the-password"); err == nil {
 		t.Error("sign-in with a wrong password succeeded")
 	}
+}
+
+// addUser creates an enabled user in cfg's realm, in no group.
+func addUser(ctx context.Context, t *testing.T, cfg keycloak.Config, username, password string) {
+	t.Helper()
+	kc := gocloak.NewClient(cfg.URL)
+	jwt, err := kc.LoginAdmin(ctx, cfg.AdminUser, cfg.AdminPassword, "master")
+	if err != nil {
+		t.Fatalf("log in as admin: %v", err)
+	}
+	id, err := kc.CreateUser(ctx, jwt.AccessToken, cfg.Realm, gocloak.User{
+		Username: gocloak.StringP(username), Enabled: gocloak.BoolP(true), EmailVerified: gocloak.BoolP(true),
+		Email: gocloak.StringP(username + "@moat.invalid"), FirstName: gocloak.StringP("Some"), LastName: gocloak.StringP("One"),
+	})
+	if err != nil {
+		t.Fatalf("create user %s: %v", username, err)
+	}
+	if err := kc.SetPassword(ctx, jwt.AccessToken, id, cfg.Realm, password, false); err != nil {
+		t.Fatalf("set the password of %s: %v", username, err)
+	}
+}
+
+// authorizeThrough runs an administrative call with token through ic, to a
+// handler that admits platform admins only (authn.Authorize), and returns
+// the principal the handler saw.
+func authorizeThrough(ic *authn.Interceptor, token string) (authn.Principal, error) {
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
+	var p authn.Principal
+	_, err := ic.Unary()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: identityv1.IdentityService_ListApiKeys_FullMethodName},
+		func(ctx context.Context, _ any) (any, error) {
+			p, _ = authn.FromContext(ctx)
+			if err := authn.Authorize(ctx); err != nil {
+				return nil, status.Error(codes.PermissionDenied, "platform admins only")
+			}
+			return nil, nil
+		})
+	return p, err
 }
 
 var formAction = regexp.MustCompile(`(?s)<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"`)
