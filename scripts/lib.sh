@@ -1047,7 +1047,7 @@ ensure_keycloak() {
 	local tmp
 	tmp="$(mktemp -d)"
 	log "fetching Keycloak ${KEYCLOAK_VERSION} (org.keycloak:keycloak-quarkus-dist, Maven Central)"
-	mvn -q -B dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:${KEYCLOAK_VERSION}:zip" \
+	mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:${KEYCLOAK_VERSION}:zip" \
 		-DoutputDirectory="${tmp}" >&2 || die "mvn could not fetch keycloak-quarkus-dist ${KEYCLOAK_VERSION}"
 	unzip -q "${tmp}/keycloak-quarkus-dist-${KEYCLOAK_VERSION}.zip" -d "${tmp}"
 	mkdir -p "${MOAT_BIN}"
