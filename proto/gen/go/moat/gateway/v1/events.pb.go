@@ -23,8 +23,9 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// UsageRecorded reports one request the gateway served or refused, with the
-// tokens it consumed. The gateway publishes it on the subject
+// UsageRecorded reports one request the gateway routed to a provider, served
+// or failed upstream, with the tokens it consumed. Requests refused before
+// routing (malformed, unauthenticated, unknown model) produce no usage. The gateway publishes it on the subject
 // `gateway.v1.usage.recorded` of the GATEWAY stream; billing turns it into a
 // ledger entry. The CloudEvents id (= Nats-Msg-Id) is the request id, so a
 // republished event is recorded once. It never carries prompt or response
@@ -52,7 +53,8 @@ type UsageRecorded struct {
 	OutputTokens int64 `protobuf:"varint,9,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// Time from the request's arrival to the last byte of the response.
 	Latency *durationpb.Duration `protobuf:"bytes,10,opt,name=latency,proto3" json:"latency,omitempty"`
-	// The HTTP status returned to the client.
+	// The HTTP status returned to the client; 499 when the client went away
+	// before any answer.
 	HttpStatus int32 `protobuf:"varint,11,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
 	// Whether the response was streamed (SSE).
 	Stream bool `protobuf:"varint,12,opt,name=stream,proto3" json:"stream,omitempty"`
