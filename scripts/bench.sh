@@ -79,7 +79,7 @@ latest="$(find "${MOAT_ROOT}/.bench" -mindepth 1 -maxdepth 1 -type d | sort | ta
 if [[ -f ${latest}/gateway-cpu-rate-1000.pprof ]]; then
 	{
 		printf '\n### Gateway CPU profile at 1000 req/s (top 25, flat)\n\n```\n'
-		go tool pprof -top -nodecount=25 "${MOAT_BIN}/gateway" "${latest}/gateway-cpu-rate-1000.pprof" 2>/dev/null
+		go tool pprof -top -nodecount=25 "${MOAT_BIN}/gateway" "${latest}/gateway-cpu-rate-1000.pprof" 2>&1 || echo "(go tool pprof failed; the profile is in ${latest})"
 		printf '```\n'
 	} | tee -a "${latest}/results.md"
 fi
