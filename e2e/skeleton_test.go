@@ -270,3 +270,122 @@ func TestUnknownModelIsNotFound(t *testing.T) {
 		t.Fatalf("unknown model: %v, want 404 model_not_found", err)
 	}
 }
+
+// keyClient is an OpenAI client calling with key.
+func keyClient(t *testing.T, key string) openai.Client {
+	t.Helper()
+	return openai.NewClient(option.WithBaseURL(env(t, "MOAT_BASE_URL")), option.WithAPIKey(key), option.WithMaxRetries(0))
+}
+
+// chat sends a short chat request for model and returns the API error, if any.
+func chat(ctx context.Context, client openai.Client, model string) error {
+	_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    model,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello")},
+	})
+	return err
+}
+
+// listsModels reports whether client's /v1/models lists model.
+func listsModels(ctx context.Context, client openai.Client, model string) (bool, error) {
+	page, err := client.Models.List(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range page.Data {
+		if m.ID == model {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// A key created with allowed models calls those and gets 403
+// model_not_allowed for the project's other routes, which its model list
+// leaves out.
+func TestAllowedModelsRestrictAKey(t *testing.T) {
+	tn := newTenant(t)
+	org := "orgs/" + env(t, "MOAT_ORG")
+	mustAdmin(t, http.MethodPost, "/api/v1/"+tn.project+"/routes?routeId=e2e-other", map[string]any{
+		"model": "e2e-other", "provider": org + "/providers/mock", "upstreamModel": "mock-model",
+	}, nil)
+	var created struct {
+		Key    string `json:"key"`
+		APIKey struct {
+			AllowedModels []string `json:"allowedModels"`
+		} `json:"apiKey"`
+	}
+	mustAdmin(t, http.MethodPost, "/api/v1/"+tn.project+"/keys", map[string]any{"displayName": "scoped", "allowedModels": []string{"e2e-model"}}, &created)
+	if len(created.APIKey.AllowedModels) != 1 || created.APIKey.AllowedModels[0] != "e2e-model" {
+		t.Fatalf("created key's allowed models = %q, want [e2e-model]", created.APIKey.AllowedModels)
+	}
+	scoped, open := keyClient(t, created.Key), tn.client(t)
+	// Wait for the new route (seen by the tenant's unscoped key) and the new key.
+	eventually(t, 5*time.Second, func(ctx context.Context) error {
+		if ok, err := listsModels(ctx, open, "e2e-other"); err != nil || !ok {
+			return errors.Join(errors.New("e2e-other not listed yet"), err)
+		}
+		if ok, err := listsModels(ctx, scoped, "e2e-model"); err != nil || !ok {
+			return errors.Join(errors.New("the scoped key does not list e2e-model yet"), err)
+		}
+		return nil
+	})
+	if ok, err := listsModels(t.Context(), scoped, "e2e-other"); err != nil || ok {
+		t.Errorf("the scoped key lists e2e-other (%v): want it left out", err)
+	}
+	if err := chat(t.Context(), scoped, "e2e-model"); err != nil {
+		t.Errorf("scoped key, allowed model: %v", err)
+	}
+	err := chat(t.Context(), scoped, "e2e-other")
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusForbidden || apiErr.Code != "model_not_allowed" {
+		t.Errorf("scoped key, other model: %v, want 403 model_not_allowed", err)
+	}
+	if err := chat(t.Context(), open, "e2e-other"); err != nil {
+		t.Errorf("unscoped key, other model: %v", err)
+	}
+}
+
+// A rotated key keeps working for its grace period next to its successor,
+// and is refused once the grace period ends.
+func TestRotatedKeyWorksForItsGracePeriod(t *testing.T) {
+	tn := newTenant(t)
+	oldClient := tn.client(t)
+	var rotated struct {
+		Key       string `json:"key"`
+		NewAPIKey struct {
+			Name string `json:"name"`
+		} `json:"newApiKey"`
+		OldAPIKey struct {
+			Name       string `json:"name"`
+			ExpireTime string `json:"expireTime"`
+		} `json:"oldApiKey"`
+	}
+	mustAdmin(t, http.MethodPost, "/api/v1/"+tn.keyName+":rotate", map[string]any{"gracePeriod": "2s"}, &rotated)
+	start := time.Now()
+	if !strings.HasPrefix(rotated.Key, "moat_") || rotated.NewAPIKey.Name == "" || rotated.OldAPIKey.Name != tn.keyName || rotated.OldAPIKey.ExpireTime == "" {
+		t.Fatalf("rotation: new key %q, old key %q expiring %q", rotated.NewAPIKey.Name, rotated.OldAPIKey.Name, rotated.OldAPIKey.ExpireTime)
+	}
+	newClient := keyClient(t, rotated.Key)
+	if err := chat(t.Context(), oldClient, "e2e-model"); err != nil {
+		t.Errorf("the old key right after the rotation: %v", err)
+	}
+	eventually(t, time.Second, func(ctx context.Context) error { return chat(ctx, newClient, "e2e-model") })
+	for {
+		_, err := oldClient.Models.List(t.Context())
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusUnauthorized {
+			break
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("the old key still works %v after a rotation with 2s grace (last: %v)", time.Since(start), err)
+		}
+		time.Sleep(20 * time.Millisecond) // a fine fixed step: this loop is the measurement
+	}
+	if time.Since(start) < 1500*time.Millisecond {
+		t.Errorf("the old key was refused %v after the rotation, before its 2s grace period ended", time.Since(start))
+	}
+	if err := chat(t.Context(), newClient, "e2e-model"); err != nil {
+		t.Errorf("the new key after the grace period: %v", err)
+	}
+}

@@ -124,6 +124,52 @@ func TestIndexAuthenticate(t *testing.T) {
 	}
 }
 
+func TestIndexAllowedModels(t *testing.T) {
+	t.Parallel()
+	h := hasher(t)
+	ix := authn.NewIndex(h)
+	scoped, open := newKey(t), newKey(t)
+	e := entry(h, "k1", scoped, identityv1.KeyIndexEntry_ROLE_PROJECT)
+	e.AllowedModels = []string{"gpt-4o", "small"}
+	ix.Replace(1, []*identityv1.KeyIndexEntry{e, entry(h, "k2", open, identityv1.KeyIndexEntry_ROLE_PROJECT)})
+	e.AllowedModels[0] = "changed by the caller" // the index holds its own copy
+
+	now := time.Now()
+	p, err := ix.Authenticate(scoped, now)
+	if err != nil {
+		t.Fatalf("Authenticate(scoped key) = %v", err)
+	}
+	if diff := cmp.Diff([]string{"gpt-4o", "small"}, p.AllowedModels); diff != "" {
+		t.Errorf("AllowedModels mismatch (-want +got):\n%s", diff)
+	}
+	q, err := ix.Authenticate(open, now)
+	if err != nil {
+		t.Fatalf("Authenticate(unscoped key) = %v", err)
+	}
+	if len(q.AllowedModels) != 0 {
+		t.Errorf("unscoped key: AllowedModels = %q, want none", q.AllowedModels)
+	}
+
+	for _, tt := range []struct {
+		name  string
+		p     authn.Principal
+		model string
+		want  bool
+	}{
+		{"listed", p, "gpt-4o", true},
+		{"listed second", p, "small", true},
+		{"not listed", p, "gpt-4o-mini", false},
+		{"case matters", p, "GPT-4o", false},
+		{"empty model", p, "", false},
+		{"unscoped", q, "anything", true},
+		{"zero principal", authn.Principal{}, "anything", true},
+	} {
+		if got := tt.p.MayUseModel(tt.model); got != tt.want {
+			t.Errorf("%s: MayUseModel(%q) = %v, want %v", tt.name, tt.model, got, tt.want)
+		}
+	}
+}
+
 func TestAuthorize(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"crypto/subtle"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,8 @@ func (s *indexState) put(e *identityv1.KeyIndexEntry) {
 		Role:         e.GetRole(),
 		Organization: e.GetOrganization(),
 		Project:      e.GetProject(),
+		// A copy, so that the entry the caller passed stays theirs.
+		AllowedModels: slices.Clone(e.GetAllowedModels()),
 	}}
 	if e.GetExpireTime() != nil {
 		en.expires = e.GetExpireTime().AsTime()

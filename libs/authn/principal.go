@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"errors"
+	"slices"
 
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 )
@@ -46,6 +47,10 @@ type Principal struct {
 	Organization string
 	// Project is orgs/{org}/projects/{project} for a project key.
 	Project string
+	// AllowedModels are the logical model names a project key may call;
+	// empty for every route of its project. Shared between the principals
+	// of one index entry: never modify it.
+	AllowedModels []string
 	// Username and Email are a user's preferred_username and email claims,
 	// for logs and display only: users can often change them, so nothing
 	// is decided or recorded by them (audit records name Subject).
@@ -59,6 +64,12 @@ func (p Principal) IsUser() bool { return p.Kind == KindUser }
 // platform-admin key, or a user in PlatformAdminGroup.
 func (p Principal) IsPlatformAdmin() bool {
 	return p.Role == identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
+}
+
+// MayUseModel reports whether p may call the logical model: true when p's
+// key names no allowed models, or names this one.
+func (p Principal) MayUseModel(model string) bool {
+	return len(p.AllowedModels) == 0 || slices.Contains(p.AllowedModels, model)
 }
 
 var (

@@ -11,6 +11,7 @@ const (
 	codeInvalidAPIKey       = "invalid_api_key"
 	codePermissionDenied    = "permission_denied"
 	codeModelNotFound       = "model_not_found"
+	codeModelNotAllowed     = "model_not_allowed"
 	codeRequestTooLarge     = "request_too_large"
 	codeInvalidBody         = "invalid_body"
 	codeUpstreamUnavailable = "upstream_unavailable"

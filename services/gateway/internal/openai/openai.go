@@ -5,6 +5,7 @@
 //
 //	body limit (413) → JSON shape (400) → API key (401, 403 for keys
 //	that are not project keys) → route by (project, model) (404) →
+//	the key's allowed models (403) →
 //	forward to the provider (502, 504) → usage event
 //
 // Nothing on that path waits on another service, takes a lock, or starts a
@@ -210,6 +211,11 @@ func (h *Handler) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	if c.route, ok = h.o.Routes.Load().Route(c.principal.Project, req.model); !ok {
 		writeError(w, http.StatusNotFound, typeInvalidRequest, codeModelNotFound, "model",
 			"The model `"+truncate(req.model, 128)+"` does not exist or you do not have access to it.")
+		return
+	}
+	if !c.principal.MayUseModel(c.route.Model) {
+		writeError(w, http.StatusForbidden, typeInvalidRequest, codeModelNotAllowed, "model",
+			"This API key may not call the model `"+truncate(req.model, 128)+"`.")
 		return
 	}
 
@@ -430,7 +436,8 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// models lists the routes of the key's project in the OpenAI list format.
+// models lists the routes of the key's project that the key may call, in
+// the OpenAI list format.
 func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 	now := h.o.Now()
 	w.Header().Set("X-Request-Id", newRequestID(now).String())
@@ -455,6 +462,9 @@ func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 		Data   []model `json:"data"`
 	}{Object: "list", Data: make([]model, 0, len(routes))}
 	for _, rt := range routes {
+		if !p.MayUseModel(rt.Model) {
+			continue
+		}
 		list.Data = append(list.Data, model{ID: rt.Model, Object: "model", Created: rt.Created, OwnedBy: "moat"})
 	}
 	b, err := json.Marshal(list)

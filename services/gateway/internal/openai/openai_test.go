@@ -67,6 +67,7 @@ type fixture struct {
 	url                            string // the gateway
 	fast, slow, stalling           *providertest.Server
 	projectKey, otherKey, adminKey string
+	scopedKey                      string // a key of project that may call demo-model and slow-model only
 	js                             jetstream.JetStream
 	usage                          jetstream.Consumer
 	logs                           *syncBuffer
@@ -114,7 +115,7 @@ func newFixture(t *testing.T, o options) *fixture {
 	if o.header == 0 {
 		o.header = 10 * time.Second
 	}
-	f := &fixture{projectKey: newKey(t), otherKey: newKey(t), adminKey: newKey(t), logs: &syncBuffer{}}
+	f := &fixture{projectKey: newKey(t), otherKey: newKey(t), adminKey: newKey(t), scopedKey: newKey(t), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	serveMock := func(cfg providertest.Config, wrap func(http.Handler) http.Handler) (*providertest.Server, string) {
@@ -148,6 +149,8 @@ func newFixture(t *testing.T, o options) *fixture {
 		{KeyId: "web-key", KeyHmac: hasher.Hash(f.projectKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT, Organization: org, Project: project, Prefix: authn.DisplayPrefix(f.projectKey)},
 		{KeyId: "other-key", KeyHmac: hasher.Hash(f.otherKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT, Organization: org, Project: otherProject},
 		{KeyId: "admin-key", KeyHmac: hasher.Hash(f.adminKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN},
+		{KeyId: "scoped-key", KeyHmac: hasher.Hash(f.scopedKey), Role: identityv1.KeyIndexEntry_ROLE_PROJECT, Organization: org, Project: project,
+			AllowedModels: []string{"demo-model", "slow-model", "no-such-route"}},
 	})
 
 	// Configuration.
@@ -234,7 +237,7 @@ func newFixture(t *testing.T, o options) *fixture {
 	// Whatever a test did, no secret reached a log line.
 	t.Cleanup(func() {
 		logs := f.logs.String()
-		for _, secret := range []string{f.projectKey, f.otherKey, f.adminKey, upstreamCredential, "sk-not-the-right-one", "Bearer"} {
+		for _, secret := range []string{f.projectKey, f.otherKey, f.adminKey, f.scopedKey, upstreamCredential, "sk-not-the-right-one", "Bearer"} {
 			if strings.Contains(logs, secret) {
 				t.Errorf("a secret (%s...) reached the logs:\n%s", secret[:8], logs)
 			}
@@ -379,6 +382,8 @@ func TestRefusals(t *testing.T) {
 		{"unknown model", "", f.projectKey, `{"model":"gpt-5","messages":[]}`, http.StatusNotFound, "invalid_request_error", "model_not_found"},
 		{"another project's model", "", f.projectKey, `{"model":"other-model","messages":[]}`, http.StatusNotFound, "invalid_request_error", "model_not_found"},
 		{"wrong method", http.MethodGet, f.projectKey, "", http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed"},
+		{"model the key may not call", "", f.scopedKey, `{"model":"limited-model","messages":[]}`, http.StatusForbidden, "invalid_request_error", "model_not_allowed"},
+		{"unknown model, scoped key", "", f.scopedKey, `{"model":"no-such-route","messages":[]}`, http.StatusNotFound, "invalid_request_error", "model_not_found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -410,6 +415,10 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 	// The unknown model is echoed, but only so much of it.
+	// A refused model names the param, as OpenAI's errors do.
+	if e := errorOf(t, f.post(t, f.scopedKey, `{"model":"limited-model","messages":[]}`, nil)); e.Error.Param == nil || *e.Error.Param != "model" {
+		t.Errorf("model_not_allowed param = %v, want model", e.Error.Param)
+	}
 	if r := f.post(t, f.projectKey, `{"model":"`+strings.Repeat("m", 100000)+`","messages":[]}`, nil); r.status != http.StatusNotFound || len(r.body) > 1024 {
 		t.Errorf("unknown long model = %d with a %d-byte body, want 404 with a short one", r.status, len(r.body))
 	}
@@ -420,6 +429,10 @@ func TestRefusals(t *testing.T) {
 	r := f.post(t, f.projectKey, chatBody, nil)
 	if got := f.nextUsage(t).GetRequestId(); got != r.header.Get("X-Request-Id") {
 		t.Errorf("first usage event is for %s, want the served request %s", got, r.header.Get("X-Request-Id"))
+	}
+	// The scoped key calls the models it may.
+	if r := f.post(t, f.scopedKey, chatBody, nil); r.status != http.StatusOK {
+		t.Errorf("scoped key, allowed model = %d %s, want 200", r.status, r.body)
 	}
 }
 
@@ -660,6 +673,7 @@ func TestModels(t *testing.T) {
 	}{
 		{f.projectKey, []string{"badcred-model", "broken-model", "demo-model", "down-model", "limited-model", "slow-model", "stalling-model"}},
 		{f.otherKey, []string{"other-model"}},
+		{f.scopedKey, []string{"demo-model", "slow-model"}},
 	} {
 		r := get(tt.key)
 		var got list

@@ -67,7 +67,8 @@ func (s *Server) CreateApiKey(ctx context.Context, req *identityv1.CreateApiKeyR
 	if err := authn.Authorize(ctx); err != nil {
 		return nil, s.refuse(ctx, call, req.GetParent(), err)
 	}
-	r := identity.CreateRequest{Parent: req.GetParent(), DisplayName: req.GetApiKey().GetDisplayName(), RequestID: req.GetRequestId()}
+	r := identity.CreateRequest{Parent: req.GetParent(), DisplayName: req.GetApiKey().GetDisplayName(),
+		RequestID: req.GetRequestId(), AllowedModels: req.GetApiKey().GetAllowedModels()}
 	if req.GetApiKey() == nil {
 		return nil, s.refuse(ctx, call, req.GetParent(), &identity.ValidationError{Field: "api_key", Reason: "is required"})
 	}
@@ -111,6 +112,27 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *identityv1.RevokeApiKeyR
 		return nil, s.refuse(ctx, call, req.GetName(), err)
 	}
 	return &identityv1.RevokeApiKeyResponse{ApiKey: toAPIKey(k)}, nil
+}
+
+// RotateApiKey implements identityv1.IdentityServiceServer.
+func (s *Server) RotateApiKey(ctx context.Context, req *identityv1.RotateApiKeyRequest) (*identityv1.RotateApiKeyResponse, error) {
+	call := callOf(ctx, identityv1.IdentityService_RotateApiKey_FullMethodName, req.GetRequestId())
+	if err := authn.Authorize(ctx); err != nil {
+		return nil, s.refuse(ctx, call, req.GetName(), err)
+	}
+	r := identity.RotateRequest{Name: req.GetName(), RequestID: req.GetRequestId()}
+	if d := req.GetGracePeriod(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, s.refuse(ctx, call, req.GetName(), &identity.ValidationError{Field: "grace_period", Reason: "is not a valid duration"})
+		}
+		grace := d.AsDuration()
+		r.GracePeriod = &grace
+	}
+	old, successor, secret, err := s.svc.RotateKey(ctx, call, r)
+	if err != nil {
+		return nil, s.refuse(ctx, call, req.GetName(), err)
+	}
+	return &identityv1.RotateApiKeyResponse{NewApiKey: toAPIKey(successor), Key: secret, OldApiKey: toAPIKey(old)}, nil
 }
 
 // errShuttingDown ends key index streams when the server stops.
@@ -167,6 +189,7 @@ func (x streamSink) Remove(version int64, id string) error {
 var mutations = map[string]bool{
 	identityv1.IdentityService_CreateApiKey_FullMethodName: true,
 	identityv1.IdentityService_RevokeApiKey_FullMethodName: true,
+	identityv1.IdentityService_RotateApiKey_FullMethodName: true,
 }
 
 type targetKey struct{}
@@ -189,6 +212,8 @@ func (s *Server) Unary() grpc.UnaryServerInterceptor {
 			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetParent(), requestID: r.GetRequestId()})
 		case *identityv1.RevokeApiKeyRequest:
 			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
+		case *identityv1.RotateApiKeyRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName(), requestID: r.GetRequestId()})
 		}
 		return handler(ctx, req)
 	}
@@ -288,6 +313,8 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
 	case errors.Is(err, identity.ErrNotFound):
 		return status.Error(codes.NotFound, identity.ErrNotFound.Error())
+	case errors.Is(err, identity.ErrNotActive):
+		return status.Error(codes.FailedPrecondition, identity.ErrNotActive.Error())
 	case errors.Is(err, identity.ErrRequestIDReused):
 		return status.Error(codes.AlreadyExists, identity.ErrRequestIDReused.Error())
 	case errors.As(err, &verr):
@@ -319,6 +346,8 @@ func toAPIKey(k identity.Key) *identityv1.ApiKey {
 		CreateTime:  timestamppb.New(k.CreateTime),
 		ExpireTime:  timestamp(k.ExpireTime),
 		RevokeTime:  timestamp(k.RevokeTime),
+		// A copy: the proto must not alias the domain key.
+		AllowedModels: append([]string(nil), k.AllowedModels...),
 	}
 }
 
@@ -331,13 +360,14 @@ func toEntry(k identity.Key) *identityv1.KeyIndexEntry {
 		role = identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN
 	}
 	return &identityv1.KeyIndexEntry{
-		KeyId:        k.ID,
-		KeyHmac:      k.HMAC,
-		Role:         role,
-		Organization: k.Organization,
-		Project:      k.Project,
-		ExpireTime:   timestamp(k.ExpireTime),
-		Prefix:       k.Prefix,
+		KeyId:         k.ID,
+		KeyHmac:       k.HMAC,
+		Role:          role,
+		Organization:  k.Organization,
+		Project:       k.Project,
+		ExpireTime:    timestamp(k.ExpireTime),
+		Prefix:        k.Prefix,
+		AllowedModels: append([]string(nil), k.AllowedModels...),
 	}
 }
 

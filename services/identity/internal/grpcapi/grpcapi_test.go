@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/moat-ai/moat/libs/authn"
@@ -862,5 +863,235 @@ func TestWatchKeyIndexEndsAtShutdown(t *testing.T) {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		t.Error("GracefulStop waited for the stream")
+	}
+}
+
+func TestAllowedModels(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	models := []string{"gpt-4o", "small model", "a/b:c"}
+	resp := s.create(t, &identityv1.CreateApiKeyRequest{ApiKey: &identityv1.ApiKey{DisplayName: "scoped", AllowedModels: models}})
+	if diff := cmp.Diff(models, resp.GetApiKey().GetAllowedModels()); diff != "" {
+		t.Errorf("created key's allowed models (-want +got):\n%s", diff)
+	}
+	list, err := s.client.ListApiKeys(as(t, s.admin), &identityv1.ListApiKeysRequest{Parent: project})
+	if err != nil || len(list.GetApiKeys()) != 1 {
+		t.Fatalf("ListApiKeys = %v, %v", list, err)
+	}
+	if diff := cmp.Diff(models, list.GetApiKeys()[0].GetAllowedModels()); diff != "" {
+		t.Errorf("listed key's allowed models (-want +got):\n%s", diff)
+	}
+	var p authn.Principal
+	eventually(t, time.Second, "the key in the index", func() bool {
+		p, err = s.index.Authenticate(resp.GetKey(), time.Now())
+		return err == nil
+	})
+	if diff := cmp.Diff(models, p.AllowedModels); diff != "" {
+		t.Errorf("principal's allowed models (-want +got):\n%s", diff)
+	}
+	var entry *identityv1.KeyIndexEntry
+	for _, e := range recv(t, watch(t, s)).GetSnapshot().GetEntries() {
+		if bytes.Equal(e.GetKeyHmac(), s.hasher.Hash(resp.GetKey())) {
+			entry = e
+		}
+	}
+	if diff := cmp.Diff(models, entry.GetAllowedModels()); diff != "" {
+		t.Errorf("index entry's allowed models (-want +got):\n%s", diff)
+	}
+}
+
+func TestAllowedModelsInvalid(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	many := make([]string, 101)
+	for i := range many {
+		many[i] = fmt.Sprintf("m%d", i)
+	}
+	tests := []struct {
+		name   string
+		models []string
+		field  string
+	}{
+		{"too many", many, "api_key.allowed_models"},
+		{"empty name", []string{"a", ""}, "api_key.allowed_models[1]"},
+		{"too long", []string{strings.Repeat("m", 129)}, "api_key.allowed_models[0]"},
+		{"not ASCII", []string{"modèle"}, "api_key.allowed_models[0]"},
+		{"control character", []string{"a\nb"}, "api_key.allowed_models[0]"},
+		{"duplicate", []string{"a", "b", "a"}, "api_key.allowed_models[2]"},
+	}
+	for _, tt := range tests {
+		_, err := s.client.CreateApiKey(as(t, s.admin), &identityv1.CreateApiKeyRequest{Parent: project, ApiKey: &identityv1.ApiKey{AllowedModels: tt.models}})
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument || !strings.HasPrefix(st.Message(), tt.field+":") {
+			t.Errorf("%s: CreateApiKey = %v, want InvalidArgument on %s", tt.name, err, tt.field)
+		}
+	}
+	// The limits themselves are fine.
+	s.create(t, &identityv1.CreateApiKeyRequest{ApiKey: &identityv1.ApiKey{AllowedModels: append(many[:100:100], strings.Repeat("m", 128))[1:]}})
+}
+
+// works reports whether key authenticates against s's index at s's clock.
+func (s *server) works(key string) bool {
+	_, err := s.index.Authenticate(key, s.clock.Now())
+	return err == nil
+}
+
+func TestRotateApiKey(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	models := []string{"gpt-4o", "small"}
+	old := s.create(t, &identityv1.CreateApiKeyRequest{ApiKey: &identityv1.ApiKey{DisplayName: "ci", AllowedModels: models}})
+	deleteOutbox(t, s.pool)
+
+	requestID := uuid.NewString()
+	req := &identityv1.RotateApiKeyRequest{Name: old.GetApiKey().GetName(), GracePeriod: durationpb.New(time.Hour), RequestId: requestID}
+	before := s.clock.Now()
+	resp, err := s.client.RotateApiKey(as(t, s.admin), req)
+	if err != nil {
+		t.Fatalf("RotateApiKey = %v", err)
+	}
+	after := s.clock.Now()
+	n := resp.GetNewApiKey()
+	if !strings.HasPrefix(n.GetName(), project+"/keys/") || n.GetName() == old.GetApiKey().GetName() ||
+		n.GetDisplayName() != "ci" || n.GetExpireTime() != nil || !strings.HasPrefix(resp.GetKey(), n.GetPrefix()) {
+		t.Errorf("new key = %v (key has prefix %v)", n, strings.HasPrefix(resp.GetKey(), n.GetPrefix()))
+	}
+	if diff := cmp.Diff(models, n.GetAllowedModels()); diff != "" {
+		t.Errorf("new key's allowed models (-want +got):\n%s", diff)
+	}
+	o := resp.GetOldApiKey()
+	if exp := o.GetExpireTime().AsTime(); o.GetName() != old.GetApiKey().GetName() ||
+		exp.Before(before.Add(time.Hour).Add(-time.Millisecond)) || exp.After(after.Add(time.Hour)) {
+		t.Errorf("old key = %v, want it to expire an hour after the rotation", o)
+	}
+
+	// Both keys work during the grace period, the new one after it.
+	eventually(t, time.Second, "both keys in the index", func() bool { return s.works(old.GetKey()) && s.works(resp.GetKey()) })
+	p, err := s.index.Authenticate(resp.GetKey(), s.clock.Now())
+	if err != nil || p.Project != project {
+		t.Fatalf("new key: %+v, %v", p, err)
+	}
+	if diff := cmp.Diff(models, p.AllowedModels); diff != "" {
+		t.Errorf("new key's principal allowed models (-want +got):\n%s", diff)
+	}
+
+	// A retry returns the same rotation, without the key.
+	again, err := s.client.RotateApiKey(as(t, s.admin), req)
+	if err != nil {
+		t.Fatalf("retried RotateApiKey = %v", err)
+	}
+	if again.GetKey() != "" || again.GetNewApiKey().GetName() != n.GetName() ||
+		!again.GetOldApiKey().GetExpireTime().AsTime().Equal(o.GetExpireTime().AsTime()) {
+		t.Errorf("retry = %v, want the first rotation without the key", again)
+	}
+	// The request id belongs to that rotation only.
+	other := s.create(t, &identityv1.CreateApiKeyRequest{})
+	if _, err := s.client.RotateApiKey(as(t, s.admin), &identityv1.RotateApiKeyRequest{Name: other.GetApiKey().GetName(), RequestId: requestID}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("request id reused on another key: %v, want AlreadyExists", err)
+	}
+	if _, err := s.client.CreateApiKey(as(t, s.admin), &identityv1.CreateApiKeyRequest{Parent: project, ApiKey: &identityv1.ApiKey{}, RequestId: requestID}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("request id reused by a create: %v, want AlreadyExists", err)
+	}
+
+	s.clock.Advance(2 * time.Hour)
+	if s.works(old.GetKey()) || !s.works(resp.GetKey()) {
+		t.Errorf("after the grace period: old key works %v, new key works %v; want false, true", s.works(old.GetKey()), s.works(resp.GetKey()))
+	}
+
+	// Every rotation is audited, with the old key as target.
+	var got []string
+	for _, ev := range audits(t, s.pool) {
+		if ev.GetAction() == "moat.identity.v1.IdentityService.RotateApiKey" {
+			got = append(got, ev.GetTarget()+" "+ev.GetOutcome().String()+" "+ev.GetStatus()+" "+ev.GetRequestId())
+		}
+	}
+	want := []string{
+		o.GetName() + " OUTCOME_ALLOWED OK " + requestID,
+		o.GetName() + " OUTCOME_ALLOWED OK " + requestID,
+		other.GetApiKey().GetName() + " OUTCOME_DENIED ALREADY_EXISTS " + requestID,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rotation audit events (-want +got):\n%s", diff)
+	}
+	assertNoSecret(t, s, resp.GetKey())
+}
+
+func TestRotateApiKeyGrace(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+
+	// Zero grace: the old key stops at once.
+	k := s.create(t, &identityv1.CreateApiKeyRequest{})
+	eventually(t, time.Second, "the key in the index", func() bool { return s.works(k.GetKey()) })
+	resp, err := s.client.RotateApiKey(as(t, s.admin), &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName(), GracePeriod: durationpb.New(0)})
+	if err != nil {
+		t.Fatalf("RotateApiKey = %v", err)
+	}
+	eventually(t, time.Second, "the old key out of the index, the new one in", func() bool { return !s.works(k.GetKey()) && s.works(resp.GetKey()) })
+	// Rotating it again finds it expired.
+	if _, err := s.client.RotateApiKey(as(t, s.admin), &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName()}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("rotating an expired key: %v, want FailedPrecondition", err)
+	}
+
+	// An earlier expiry is kept; the default grace is a day.
+	expire := s.clock.Now().Add(30 * time.Minute).Truncate(time.Microsecond)
+	soon := s.create(t, &identityv1.CreateApiKeyRequest{ApiKey: &identityv1.ApiKey{ExpireTime: timestamppb.New(expire)}})
+	r, err := s.client.RotateApiKey(as(t, s.admin), &identityv1.RotateApiKeyRequest{Name: soon.GetApiKey().GetName()})
+	if err != nil || !r.GetOldApiKey().GetExpireTime().AsTime().Equal(expire) {
+		t.Errorf("rotating a key expiring sooner than the grace = %v, %v; want its expiry kept at %v", r.GetOldApiKey(), err, expire)
+	}
+	later := s.create(t, &identityv1.CreateApiKeyRequest{})
+	before := s.clock.Now()
+	r, err = s.client.RotateApiKey(as(t, s.admin), &identityv1.RotateApiKeyRequest{Name: later.GetApiKey().GetName()})
+	if exp := r.GetOldApiKey().GetExpireTime().AsTime(); err != nil || exp.Before(before.Add(24*time.Hour).Add(-time.Millisecond)) || exp.After(s.clock.Now().Add(24*time.Hour)) {
+		t.Errorf("default grace: old key %v, %v; want it to expire a day from now", r.GetOldApiKey(), err)
+	}
+}
+
+func TestRotateApiKeyRefused(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	k := s.create(t, &identityv1.CreateApiKeyRequest{})
+	revoked := s.create(t, &identityv1.CreateApiKeyRequest{})
+	if _, err := s.client.RevokeApiKey(as(t, s.admin), &identityv1.RevokeApiKeyRequest{Name: revoked.GetApiKey().GetName()}); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimPrefix(k.GetApiKey().GetName(), project+"/keys/")
+	deleteOutbox(t, s.pool)
+	tests := []struct {
+		name string
+		key  string
+		req  *identityv1.RotateApiKeyRequest
+		want codes.Code
+	}{
+		{"revoked", s.admin, &identityv1.RotateApiKeyRequest{Name: revoked.GetApiKey().GetName()}, codes.FailedPrecondition},
+		{"negative grace", s.admin, &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName(), GracePeriod: durationpb.New(-time.Second)}, codes.InvalidArgument},
+		{"grace over 30 days", s.admin, &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName(), GracePeriod: durationpb.New(30*24*time.Hour + time.Second)}, codes.InvalidArgument},
+		{"request id not a UUID", s.admin, &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName(), RequestId: "again"}, codes.InvalidArgument},
+		{"malformed name", s.admin, &identityv1.RotateApiKeyRequest{Name: "keys"}, codes.InvalidArgument},
+		{"platform admin key", s.admin, &identityv1.RotateApiKeyRequest{Name: "keys/" + s.adminID.ID}, codes.InvalidArgument},
+		{"another project", s.admin, &identityv1.RotateApiKeyRequest{Name: "orgs/acme/projects/other/keys/" + id}, codes.NotFound},
+		{"missing key", s.admin, &identityv1.RotateApiKeyRequest{Name: project + "/keys/" + uuid.NewString()}, codes.NotFound},
+		{"project key", k.GetKey(), &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName()}, codes.PermissionDenied},
+		{"no key", "", &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName()}, codes.Unauthenticated},
+	}
+	for _, tt := range tests {
+		if _, err := s.client.RotateApiKey(as(t, tt.key), tt.req); status.Code(err) != tt.want {
+			t.Errorf("%s: RotateApiKey = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	// Each refusal is audited as denied, and nothing was created.
+	evs := audits(t, s.pool)
+	if len(evs) != len(tests) {
+		t.Errorf("%d audit events, want %d", len(evs), len(tests))
+	}
+	for _, ev := range evs {
+		if ev.GetAction() != "moat.identity.v1.IdentityService.RotateApiKey" || ev.GetOutcome() != auditv1.AuditEvent_OUTCOME_DENIED {
+			t.Errorf("audit event %v, want a denied RotateApiKey", ev)
+		}
+	}
+	var n int
+	if err := s.pool.QueryRow(t.Context(), `SELECT count(*) FROM api_keys WHERE role = 'project'`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("%d project keys (%v), want 2", n, err)
 	}
 }

@@ -63,6 +63,11 @@ type Key struct {
 	RevokeTime time.Time
 	// Version is the key index version of the key's latest change.
 	Version int64
+	// AllowedModels are the logical model names the key may call; nil
+	// means every route of its project.
+	AllowedModels []string
+	// RotatedFrom is the id of the key this one was rotated from, if any.
+	RotatedFrom string
 }
 
 // Name is the key's resource name: orgs/{org}/projects/{project}/keys/{key}
@@ -88,6 +93,9 @@ var (
 	// ErrRequestIDReused reports an AIP-155 request id already used to
 	// create a key in another project.
 	ErrRequestIDReused = errors.New("request_id was already used for a different request")
+	// ErrNotActive reports a key that cannot be rotated because it is
+	// revoked or expired.
+	ErrNotActive = errors.New("api key is revoked or expired")
 	// ErrUnavailable wraps store errors that mean the database cannot be
 	// reached: the caller may retry later.
 	ErrUnavailable = errors.New("database unavailable")
@@ -164,6 +172,14 @@ type Store interface {
 	// returns changed == true the key is stored with a new version. audit
 	// is written unless fn fails. A missing key is ErrNotFound.
 	UpdateKey(ctx context.Context, id string, fn func(*Key) (changed bool, err error), audit func(Key) AuditRecord) (Key, error)
+	// RotateKey, in one transaction, loads key id for update and passes it
+	// to fn, which changes it and returns its successor; both are stored
+	// with new versions. When requestID names a key created before, RotateKey
+	// instead returns key id and that key with created == false (AIP-155),
+	// or ErrRequestIDReused when that key is not a successor of key id.
+	// audit builds the record for the old key; it is written unless fn
+	// fails. A missing key is ErrNotFound.
+	RotateKey(ctx context.Context, id, requestID string, fn func(old *Key) (Key, error), audit func(old Key) AuditRecord) (old, successor Key, created bool, _ error)
 	// ListKeys returns at most limit keys of project, newest first,
 	// starting after after (nil: from the newest).
 	ListKeys(ctx context.Context, project string, after *Cursor, limit int) ([]Key, error)

@@ -23,8 +23,19 @@ const (
 // Limits on what callers send.
 const (
 	maxDisplayName = 200
+	maxModels      = 100
+	maxModelName   = 128
 	maxAuditTarget = 512
 	changesBatch   = 500
+)
+
+// Grace periods of RotateKey.
+const (
+	// DefaultGracePeriod is how long a rotated key keeps working when the
+	// caller does not say.
+	DefaultGracePeriod = 24 * time.Hour
+	// MaxGracePeriod is the longest a rotated key may keep working.
+	MaxGracePeriod = 30 * 24 * time.Hour
 )
 
 // Service is the identity use cases. It is safe for concurrent use.
@@ -55,6 +66,9 @@ type CreateRequest struct {
 	ExpireTime time.Time
 	// RequestID is an optional AIP-155 request id (a UUID).
 	RequestID string
+	// AllowedModels are the logical model names the key may call; empty
+	// for every route of the project.
+	AllowedModels []string
 }
 
 // CreateKey creates a project key and returns its record and the key
@@ -71,6 +85,10 @@ func (s *Service) CreateKey(ctx context.Context, call Call, r CreateRequest) (Ke
 	}
 	if !utf8.ValidString(r.DisplayName) || utf8.RuneCountInString(r.DisplayName) > maxDisplayName {
 		return Key{}, "", invalid("api_key.display_name", fmt.Sprintf("must be at most %d characters of UTF-8", maxDisplayName))
+	}
+	models, err := checkModels("api_key.allowed_models", r.AllowedModels)
+	if err != nil {
+		return Key{}, "", err
 	}
 	now := s.clock()
 	expire := r.ExpireTime.UTC().Truncate(time.Microsecond)
@@ -91,16 +109,17 @@ func (s *Service) CreateKey(ctx context.Context, call Call, r CreateRequest) (Ke
 		return Key{}, "", fmt.Errorf("generate key id: %w", err)
 	}
 	k := Key{
-		ID:           id.String(),
-		Role:         RoleProject,
-		Organization: org,
-		Project:      r.Parent,
-		DisplayName:  r.DisplayName,
-		Prefix:       authn.DisplayPrefix(secret),
-		HMAC:         s.hasher.Hash(secret),
-		RequestID:    r.RequestID,
-		CreateTime:   now,
-		ExpireTime:   expire,
+		ID:            id.String(),
+		Role:          RoleProject,
+		Organization:  org,
+		Project:       r.Parent,
+		DisplayName:   r.DisplayName,
+		Prefix:        authn.DisplayPrefix(secret),
+		HMAC:          s.hasher.Hash(secret),
+		RequestID:     r.RequestID,
+		CreateTime:    now,
+		ExpireTime:    expire,
+		AllowedModels: models,
 	}
 	got, created, err := s.store.CreateKey(ctx, k, func(got Key) AuditRecord { return allowed(call, got, now) })
 	if err != nil {
@@ -136,6 +155,119 @@ func (s *Service) RevokeKey(ctx context.Context, call Call, name string) (Key, e
 		return Key{}, fmt.Errorf("revoke %s: %w", name, err)
 	}
 	return k, nil
+}
+
+// checkModels validates a key's allowed models: at most maxModels names
+// of 1 to maxModelName printable ASCII characters, without duplicates. It
+// returns nil for an empty list.
+func checkModels(field string, models []string) ([]string, error) {
+	if len(models) == 0 {
+		return nil, nil
+	}
+	if len(models) > maxModels {
+		return nil, invalid(field, fmt.Sprintf("must name at most %d models", maxModels))
+	}
+	seen := make(map[string]bool, len(models))
+	for i, m := range models {
+		if len(m) == 0 || len(m) > maxModelName || !printableASCII(m) {
+			return nil, invalid(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be 1 to %d printable ASCII characters", maxModelName))
+		}
+		if seen[m] {
+			return nil, invalid(fmt.Sprintf("%s[%d]", field, i), "duplicates an earlier model")
+		}
+		seen[m] = true
+	}
+	return append([]string(nil), models...), nil
+}
+
+func printableASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// RotateRequest is what a caller asks RotateKey for.
+type RotateRequest struct {
+	// Name is the key to rotate, orgs/{org}/projects/{project}/keys/{key}.
+	Name string
+	// GracePeriod is how long the old key keeps working; nil for
+	// DefaultGracePeriod, zero to stop it at once.
+	GracePeriod *time.Duration
+	// RequestID is an optional AIP-155 request id (a UUID).
+	RequestID string
+}
+
+// RotateKey replaces the project key called r.Name with a new key of the
+// same project, display name and allowed models, and lets the old key work
+// until the end of the grace period (an earlier expiry is kept). It returns
+// the old key, the new key and the new key itself; a request id seen
+// before returns the first rotation's keys and an empty key (it is shown
+// once). A revoked or expired key is ErrNotActive. The call is audited,
+// with the old key as target, in the transaction of the change.
+func (s *Service) RotateKey(ctx context.Context, call Call, r RotateRequest) (old, successor Key, secret string, _ error) {
+	project, id, err := parseKeyName(r.Name)
+	if err != nil {
+		return Key{}, Key{}, "", invalid("name", err.Error())
+	}
+	if project == "" {
+		return Key{}, Key{}, "", invalid("name", "must be orgs/{org}/projects/{project}/keys/{key}: only project keys rotate")
+	}
+	grace := DefaultGracePeriod
+	if r.GracePeriod != nil {
+		grace = *r.GracePeriod
+	}
+	if grace < 0 || grace > MaxGracePeriod {
+		return Key{}, Key{}, "", invalid("grace_period", "must be between 0 and 30 days")
+	}
+	if r.RequestID != "" {
+		if _, err := uuid.Parse(r.RequestID); err != nil {
+			return Key{}, Key{}, "", invalid("request_id", "must be a UUID")
+		}
+	}
+	secret, err = s.newKey()
+	if err != nil {
+		return Key{}, Key{}, "", fmt.Errorf("generate key: %w", err)
+	}
+	newID, err := uuid.NewV7()
+	if err != nil {
+		return Key{}, Key{}, "", fmt.Errorf("generate key id: %w", err)
+	}
+	now := s.clock()
+	old, successor, created, err := s.store.RotateKey(ctx, id, r.RequestID, func(k *Key) (Key, error) {
+		if k.Project != project {
+			return Key{}, ErrNotFound
+		}
+		if !k.Active(now) {
+			return Key{}, ErrNotActive
+		}
+		end := now.Add(grace.Truncate(time.Microsecond))
+		if k.ExpireTime.IsZero() || end.Before(k.ExpireTime) {
+			k.ExpireTime = end
+		}
+		return Key{
+			ID:            newID.String(),
+			Role:          k.Role,
+			Organization:  k.Organization,
+			Project:       k.Project,
+			DisplayName:   k.DisplayName,
+			Prefix:        authn.DisplayPrefix(secret),
+			HMAC:          s.hasher.Hash(secret),
+			RequestID:     r.RequestID,
+			CreateTime:    now,
+			AllowedModels: k.AllowedModels,
+			RotatedFrom:   k.ID,
+		}, nil
+	}, func(k Key) AuditRecord { return allowed(call, k, now) })
+	if err != nil {
+		return Key{}, Key{}, "", fmt.Errorf("rotate %s: %w", r.Name, err)
+	}
+	if !created {
+		return old, successor, "", nil
+	}
+	return old, successor, secret, nil
 }
 
 func allowed(call Call, k Key, now time.Time) AuditRecord {

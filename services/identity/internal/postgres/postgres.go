@@ -73,7 +73,7 @@ func NewStore(pool *pgxpool.Pool, prop propagation.TextMapPropagator) *Store {
 }
 
 const keyColumns = `id, role, organization, project, display_name, prefix, key_hmac,
-	request_id, created_at, expire_at, revoked_at, version`
+	request_id, created_at, expire_at, revoked_at, version, allowed_models, rotated_from`
 
 func scanKey(row pgx.Row) (identity.Key, error) {
 	var (
@@ -82,9 +82,10 @@ func scanKey(row pgx.Row) (identity.Key, error) {
 		role                string
 		requestID           *string
 		expireAt, revokedAt *time.Time
+		rotatedFrom         *uuid.UUID
 	)
 	if err := row.Scan(&id, &role, &k.Organization, &k.Project, &k.DisplayName, &k.Prefix, &k.HMAC,
-		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version); err != nil {
+		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version, &k.AllowedModels, &rotatedFrom); err != nil {
 		return identity.Key{}, err
 	}
 	k.ID = id.String()
@@ -103,6 +104,12 @@ func scanKey(row pgx.Row) (identity.Key, error) {
 	}
 	if revokedAt != nil {
 		k.RevokeTime = revokedAt.UTC()
+	}
+	if len(k.AllowedModels) == 0 {
+		k.AllowedModels = nil // every route, as the domain spells it
+	}
+	if rotatedFrom != nil {
+		k.RotatedFrom = rotatedFrom.String()
 	}
 	return k, nil
 }
@@ -154,12 +161,13 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (ident
 	}
 	got, err := scanKey(tx.QueryRow(ctx, `
 		INSERT INTO api_keys (id, role, organization, project, display_name, prefix, key_hmac,
-			request_id, created_at, expire_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+			request_id, created_at, expire_at, allowed_models, rotated_from)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		ON CONFLICT (request_id) DO NOTHING
 		RETURNING `+keyColumns,
 		k.ID, k.Role.String(), k.Organization, k.Project, k.DisplayName, k.Prefix, k.HMAC,
-		nullString(k.RequestID), k.CreateTime, nullTime(k.ExpireTime)))
+		nullString(k.RequestID), k.CreateTime, nullTime(k.ExpireTime),
+		append([]string{}, k.AllowedModels...), nullString(k.RotatedFrom)))
 	switch {
 	case err == nil:
 		return got, true, notify(ctx, tx)
@@ -170,7 +178,7 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (ident
 	if err != nil {
 		return identity.Key{}, false, fmt.Errorf("read key of request %s: %w", k.RequestID, err)
 	}
-	if got.Project != k.Project || got.Role != k.Role {
+	if got.Project != k.Project || got.Role != k.Role || got.RotatedFrom != k.RotatedFrom {
 		return identity.Key{}, false, identity.ErrRequestIDReused
 	}
 	return got, false, nil
@@ -214,6 +222,66 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*identity.Key)
 		return identity.Key{}, markUnavailable(err)
 	}
 	return k, nil
+}
+
+// RotateKey implements identity.Store.
+func (s *Store) RotateKey(ctx context.Context, id, requestID string, fn func(*identity.Key) (identity.Key, error), audit func(identity.Key) identity.AuditRecord) (identity.Key, identity.Key, bool, error) {
+	var (
+		old, successor identity.Key
+		created        bool
+	)
+	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		// The version lock also serialises rotations, so that a retry
+		// finds the successor its first attempt committed.
+		if err := lockVersions(ctx, tx); err != nil {
+			return err
+		}
+		if requestID != "" {
+			prev, err := scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE request_id = $1`, requestID))
+			switch {
+			case err == nil:
+				if prev.RotatedFrom != id {
+					return identity.ErrRequestIDReused
+				}
+				if old, err = scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, id)); err != nil {
+					return fmt.Errorf("read key %s: %w", id, err)
+				}
+				successor = prev
+				return s.enqueue(ctx, tx, audit(old))
+			case !errors.Is(err, pgx.ErrNoRows):
+				return fmt.Errorf("read key of request %s: %w", requestID, err)
+			}
+		}
+		var err error
+		old, err = scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1 FOR UPDATE`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return identity.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("read key %s: %w", id, err)
+		}
+		next, err := fn(&old)
+		if err != nil {
+			return err
+		}
+		if successor, created, err = s.insertKey(ctx, tx, next); err != nil {
+			return err
+		}
+		if !created {
+			return identity.ErrRequestIDReused // unreachable under the version lock
+		}
+		if err := tx.QueryRow(ctx, `
+			UPDATE api_keys SET expire_at = $2, version = nextval('api_keys_version_seq')
+			WHERE id = $1
+			RETURNING version`, id, nullTime(old.ExpireTime)).Scan(&old.Version); err != nil {
+			return fmt.Errorf("update key %s: %w", id, err)
+		}
+		return s.enqueue(ctx, tx, audit(old))
+	})
+	if err != nil {
+		return identity.Key{}, identity.Key{}, false, markUnavailable(err)
+	}
+	return old, successor, created, nil
 }
 
 // ListKeys implements identity.Store.

@@ -39,7 +39,11 @@ type ApiKey struct {
 	// When the key stops working; unset for no expiry.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// When the key was revoked; unset while it is active.
-	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// The logical model names (routes of the key's project) this key may
+	// call: at most 100 names of 1 to 128 printable ASCII characters, no
+	// duplicates. Empty means every route of its project.
+	AllowedModels []string `protobuf:"bytes,7,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,11 +120,18 @@ func (x *ApiKey) GetRevokeTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ApiKey) GetAllowedModels() []string {
+	if x != nil {
+		return x.AllowedModels
+	}
+	return nil
+}
+
 var File_moat_identity_v1_api_key_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_api_key_proto_rawDesc = "" +
 	"\n" +
-	"\x1emoat/identity/v1/api_key.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n" +
+	"\x1emoat/identity/v1/api_key.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n" +
 	"\x06ApiKey\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\bR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1b\n" +
@@ -130,7 +141,8 @@ const file_moat_identity_v1_api_key_proto_rawDesc = "" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12@\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"revokeTimeBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
+	"revokeTime\x12%\n" +
+	"\x0eallowed_models\x18\a \x03(\tR\rallowedModelsBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_moat_identity_v1_api_key_proto_rawDescOnce sync.Once

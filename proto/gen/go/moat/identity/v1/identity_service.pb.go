@@ -10,6 +10,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -353,6 +354,138 @@ func (x *RevokeApiKeyResponse) GetApiKey() *ApiKey {
 	return nil
 }
 
+// RotateApiKeyRequest names the key to rotate and how long it keeps working.
+type RotateApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key to rotate. Format: orgs/{org}/projects/{project}/keys/{key}
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How long the old key keeps working after the rotation: unset for 24
+	// hours, at most 30 days, zero to stop it at once. An earlier expiry of
+	// the old key is never extended.
+	GracePeriod *durationpb.Duration `protobuf:"bytes,2,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	// Client-generated UUID. A retry with the same value returns the first
+	// rotation's keys' metadata, without the new key itself (it is shown
+	// once).
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateApiKeyRequest) Reset() {
+	*x = RotateApiKeyRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateApiKeyRequest) ProtoMessage() {}
+
+func (x *RotateApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RotateApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RotateApiKeyRequest) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
+}
+
+func (x *RotateApiKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RotateApiKeyResponse returns the new key and the old key's new expiry.
+type RotateApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new key's metadata.
+	NewApiKey *ApiKey `protobuf:"bytes,1,opt,name=new_api_key,json=newApiKey,proto3" json:"new_api_key,omitempty"`
+	// The new key itself. Store it now: Moat cannot show it again.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The old key, with expire_time set to the end of its grace period.
+	OldApiKey     *ApiKey `protobuf:"bytes,3,opt,name=old_api_key,json=oldApiKey,proto3" json:"old_api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateApiKeyResponse) Reset() {
+	*x = RotateApiKeyResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateApiKeyResponse) ProtoMessage() {}
+
+func (x *RotateApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RotateApiKeyResponse) GetNewApiKey() *ApiKey {
+	if x != nil {
+		return x.NewApiKey
+	}
+	return nil
+}
+
+func (x *RotateApiKeyResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RotateApiKeyResponse) GetOldApiKey() *ApiKey {
+	if x != nil {
+		return x.OldApiKey
+	}
+	return nil
+}
+
 // WatchKeyIndexRequest starts a key-index stream.
 type WatchKeyIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -362,7 +495,7 @@ type WatchKeyIndexRequest struct {
 
 func (x *WatchKeyIndexRequest) Reset() {
 	*x = WatchKeyIndexRequest{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[6]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +507,7 @@ func (x *WatchKeyIndexRequest) String() string {
 func (*WatchKeyIndexRequest) ProtoMessage() {}
 
 func (x *WatchKeyIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[6]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +520,7 @@ func (x *WatchKeyIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeyIndexRequest.ProtoReflect.Descriptor instead.
 func (*WatchKeyIndexRequest) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{6}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{8}
 }
 
 // WatchKeyIndexResponse is one message of the key-index stream: the full
@@ -411,7 +544,7 @@ type WatchKeyIndexResponse struct {
 
 func (x *WatchKeyIndexResponse) Reset() {
 	*x = WatchKeyIndexResponse{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[7]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +556,7 @@ func (x *WatchKeyIndexResponse) String() string {
 func (*WatchKeyIndexResponse) ProtoMessage() {}
 
 func (x *WatchKeyIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[7]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +569,7 @@ func (x *WatchKeyIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeyIndexResponse.ProtoReflect.Descriptor instead.
 func (*WatchKeyIndexResponse) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{7}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchKeyIndexResponse) GetVersion() int64 {
@@ -516,7 +649,7 @@ type KeyIndexSnapshot struct {
 
 func (x *KeyIndexSnapshot) Reset() {
 	*x = KeyIndexSnapshot{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +661,7 @@ func (x *KeyIndexSnapshot) String() string {
 func (*KeyIndexSnapshot) ProtoMessage() {}
 
 func (x *KeyIndexSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +674,7 @@ func (x *KeyIndexSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyIndexSnapshot.ProtoReflect.Descriptor instead.
 func (*KeyIndexSnapshot) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{8}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyIndexSnapshot) GetEntries() []*KeyIndexEntry {
@@ -555,7 +688,7 @@ var File_moat_identity_v1_identity_service_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\n" +
-	"'moat/identity/v1/identity_service.proto\x12\x10moat.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1emoat/identity/v1/api_key.proto\x1a moat/identity/v1/key_index.proto\"\x89\x01\n" +
+	"'moat/identity/v1/identity_service.proto\x12\x10moat.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1emoat/identity/v1/api_key.proto\x1a moat/identity/v1/key_index.proto\"\x89\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x1b\n" +
 	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x126\n" +
 	"\aapi_key\x18\x02 \x01(\v2\x18.moat.identity.v1.ApiKeyB\x03\xe0A\x02R\x06apiKey\x12\x1d\n" +
@@ -575,7 +708,16 @@ const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\x13RevokeApiKeyRequest\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"I\n" +
 	"\x14RevokeApiKeyResponse\x121\n" +
-	"\aapi_key\x18\x01 \x01(\v2\x18.moat.identity.v1.ApiKeyR\x06apiKey\"\x16\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x18.moat.identity.v1.ApiKeyR\x06apiKey\"\x8b\x01\n" +
+	"\x13RotateApiKeyRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\x12<\n" +
+	"\fgrace_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x9c\x01\n" +
+	"\x14RotateApiKeyResponse\x128\n" +
+	"\vnew_api_key\x18\x01 \x01(\v2\x18.moat.identity.v1.ApiKeyR\tnewApiKey\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x128\n" +
+	"\vold_api_key\x18\x03 \x01(\v2\x18.moat.identity.v1.ApiKeyR\toldApiKey\"\x16\n" +
 	"\x14WatchKeyIndexRequest\"\xdd\x01\n" +
 	"\x15WatchKeyIndexResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12@\n" +
@@ -584,11 +726,12 @@ const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\rremove_key_id\x18\x04 \x01(\tH\x00R\vremoveKeyIdB\a\n" +
 	"\x05event\"M\n" +
 	"\x10KeyIndexSnapshot\x129\n" +
-	"\aentries\x18\x01 \x03(\v2\x1f.moat.identity.v1.KeyIndexEntryR\aentries2\xb8\x04\n" +
+	"\aentries\x18\x01 \x03(\v2\x1f.moat.identity.v1.KeyIndexEntryR\aentries2\xd3\x05\n" +
 	"\x0fIdentityService\x12\x97\x01\n" +
 	"\fCreateApiKey\x12%.moat.identity.v1.CreateApiKeyRequest\x1a&.moat.identity.v1.CreateApiKeyResponse\"8\x82\xd3\xe4\x93\x022:\aapi_key\"'/api/v1/{parent=orgs/*/projects/*}/keys\x12\x8b\x01\n" +
 	"\vListApiKeys\x12$.moat.identity.v1.ListApiKeysRequest\x1a%.moat.identity.v1.ListApiKeysResponse\"/\x82\xd3\xe4\x93\x02)\x12'/api/v1/{parent=orgs/*/projects/*}/keys\x12\x98\x01\n" +
-	"\fRevokeApiKey\x12%.moat.identity.v1.RevokeApiKeyRequest\x1a&.moat.identity.v1.RevokeApiKeyResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./api/v1/{name=orgs/*/projects/*/keys/*}:revoke\x12b\n" +
+	"\fRevokeApiKey\x12%.moat.identity.v1.RevokeApiKeyRequest\x1a&.moat.identity.v1.RevokeApiKeyResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./api/v1/{name=orgs/*/projects/*/keys/*}:revoke\x12\x98\x01\n" +
+	"\fRotateApiKey\x12%.moat.identity.v1.RotateApiKeyRequest\x1a&.moat.identity.v1.RotateApiKeyResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./api/v1/{name=orgs/*/projects/*/keys/*}:rotate\x12b\n" +
 	"\rWatchKeyIndex\x12&.moat.identity.v1.WatchKeyIndexRequest\x1a'.moat.identity.v1.WatchKeyIndexResponse0\x01BBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
@@ -603,7 +746,7 @@ func file_moat_identity_v1_identity_service_proto_rawDescGZIP() []byte {
 	return file_moat_identity_v1_identity_service_proto_rawDescData
 }
 
-var file_moat_identity_v1_identity_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_moat_identity_v1_identity_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_moat_identity_v1_identity_service_proto_goTypes = []any{
 	(*CreateApiKeyRequest)(nil),   // 0: moat.identity.v1.CreateApiKeyRequest
 	(*CreateApiKeyResponse)(nil),  // 1: moat.identity.v1.CreateApiKeyResponse
@@ -611,33 +754,41 @@ var file_moat_identity_v1_identity_service_proto_goTypes = []any{
 	(*ListApiKeysResponse)(nil),   // 3: moat.identity.v1.ListApiKeysResponse
 	(*RevokeApiKeyRequest)(nil),   // 4: moat.identity.v1.RevokeApiKeyRequest
 	(*RevokeApiKeyResponse)(nil),  // 5: moat.identity.v1.RevokeApiKeyResponse
-	(*WatchKeyIndexRequest)(nil),  // 6: moat.identity.v1.WatchKeyIndexRequest
-	(*WatchKeyIndexResponse)(nil), // 7: moat.identity.v1.WatchKeyIndexResponse
-	(*KeyIndexSnapshot)(nil),      // 8: moat.identity.v1.KeyIndexSnapshot
-	(*ApiKey)(nil),                // 9: moat.identity.v1.ApiKey
-	(*KeyIndexEntry)(nil),         // 10: moat.identity.v1.KeyIndexEntry
+	(*RotateApiKeyRequest)(nil),   // 6: moat.identity.v1.RotateApiKeyRequest
+	(*RotateApiKeyResponse)(nil),  // 7: moat.identity.v1.RotateApiKeyResponse
+	(*WatchKeyIndexRequest)(nil),  // 8: moat.identity.v1.WatchKeyIndexRequest
+	(*WatchKeyIndexResponse)(nil), // 9: moat.identity.v1.WatchKeyIndexResponse
+	(*KeyIndexSnapshot)(nil),      // 10: moat.identity.v1.KeyIndexSnapshot
+	(*ApiKey)(nil),                // 11: moat.identity.v1.ApiKey
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*KeyIndexEntry)(nil),         // 13: moat.identity.v1.KeyIndexEntry
 }
 var file_moat_identity_v1_identity_service_proto_depIdxs = []int32{
-	9,  // 0: moat.identity.v1.CreateApiKeyRequest.api_key:type_name -> moat.identity.v1.ApiKey
-	9,  // 1: moat.identity.v1.CreateApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
-	9,  // 2: moat.identity.v1.ListApiKeysResponse.api_keys:type_name -> moat.identity.v1.ApiKey
-	9,  // 3: moat.identity.v1.RevokeApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
-	8,  // 4: moat.identity.v1.WatchKeyIndexResponse.snapshot:type_name -> moat.identity.v1.KeyIndexSnapshot
-	10, // 5: moat.identity.v1.WatchKeyIndexResponse.upsert:type_name -> moat.identity.v1.KeyIndexEntry
-	10, // 6: moat.identity.v1.KeyIndexSnapshot.entries:type_name -> moat.identity.v1.KeyIndexEntry
-	0,  // 7: moat.identity.v1.IdentityService.CreateApiKey:input_type -> moat.identity.v1.CreateApiKeyRequest
-	2,  // 8: moat.identity.v1.IdentityService.ListApiKeys:input_type -> moat.identity.v1.ListApiKeysRequest
-	4,  // 9: moat.identity.v1.IdentityService.RevokeApiKey:input_type -> moat.identity.v1.RevokeApiKeyRequest
-	6,  // 10: moat.identity.v1.IdentityService.WatchKeyIndex:input_type -> moat.identity.v1.WatchKeyIndexRequest
-	1,  // 11: moat.identity.v1.IdentityService.CreateApiKey:output_type -> moat.identity.v1.CreateApiKeyResponse
-	3,  // 12: moat.identity.v1.IdentityService.ListApiKeys:output_type -> moat.identity.v1.ListApiKeysResponse
-	5,  // 13: moat.identity.v1.IdentityService.RevokeApiKey:output_type -> moat.identity.v1.RevokeApiKeyResponse
-	7,  // 14: moat.identity.v1.IdentityService.WatchKeyIndex:output_type -> moat.identity.v1.WatchKeyIndexResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 0: moat.identity.v1.CreateApiKeyRequest.api_key:type_name -> moat.identity.v1.ApiKey
+	11, // 1: moat.identity.v1.CreateApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
+	11, // 2: moat.identity.v1.ListApiKeysResponse.api_keys:type_name -> moat.identity.v1.ApiKey
+	11, // 3: moat.identity.v1.RevokeApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
+	12, // 4: moat.identity.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	11, // 5: moat.identity.v1.RotateApiKeyResponse.new_api_key:type_name -> moat.identity.v1.ApiKey
+	11, // 6: moat.identity.v1.RotateApiKeyResponse.old_api_key:type_name -> moat.identity.v1.ApiKey
+	10, // 7: moat.identity.v1.WatchKeyIndexResponse.snapshot:type_name -> moat.identity.v1.KeyIndexSnapshot
+	13, // 8: moat.identity.v1.WatchKeyIndexResponse.upsert:type_name -> moat.identity.v1.KeyIndexEntry
+	13, // 9: moat.identity.v1.KeyIndexSnapshot.entries:type_name -> moat.identity.v1.KeyIndexEntry
+	0,  // 10: moat.identity.v1.IdentityService.CreateApiKey:input_type -> moat.identity.v1.CreateApiKeyRequest
+	2,  // 11: moat.identity.v1.IdentityService.ListApiKeys:input_type -> moat.identity.v1.ListApiKeysRequest
+	4,  // 12: moat.identity.v1.IdentityService.RevokeApiKey:input_type -> moat.identity.v1.RevokeApiKeyRequest
+	6,  // 13: moat.identity.v1.IdentityService.RotateApiKey:input_type -> moat.identity.v1.RotateApiKeyRequest
+	8,  // 14: moat.identity.v1.IdentityService.WatchKeyIndex:input_type -> moat.identity.v1.WatchKeyIndexRequest
+	1,  // 15: moat.identity.v1.IdentityService.CreateApiKey:output_type -> moat.identity.v1.CreateApiKeyResponse
+	3,  // 16: moat.identity.v1.IdentityService.ListApiKeys:output_type -> moat.identity.v1.ListApiKeysResponse
+	5,  // 17: moat.identity.v1.IdentityService.RevokeApiKey:output_type -> moat.identity.v1.RevokeApiKeyResponse
+	7,  // 18: moat.identity.v1.IdentityService.RotateApiKey:output_type -> moat.identity.v1.RotateApiKeyResponse
+	9,  // 19: moat.identity.v1.IdentityService.WatchKeyIndex:output_type -> moat.identity.v1.WatchKeyIndexResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_moat_identity_v1_identity_service_proto_init() }
@@ -647,7 +798,7 @@ func file_moat_identity_v1_identity_service_proto_init() {
 	}
 	file_moat_identity_v1_api_key_proto_init()
 	file_moat_identity_v1_key_index_proto_init()
-	file_moat_identity_v1_identity_service_proto_msgTypes[7].OneofWrappers = []any{
+	file_moat_identity_v1_identity_service_proto_msgTypes[9].OneofWrappers = []any{
 		(*WatchKeyIndexResponse_Snapshot)(nil),
 		(*WatchKeyIndexResponse_Upsert)(nil),
 		(*WatchKeyIndexResponse_RemoveKeyId)(nil),
@@ -658,7 +809,7 @@ func file_moat_identity_v1_identity_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moat_identity_v1_identity_service_proto_rawDesc), len(file_moat_identity_v1_identity_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	IdentityService_CreateApiKey_FullMethodName  = "/moat.identity.v1.IdentityService/CreateApiKey"
 	IdentityService_ListApiKeys_FullMethodName   = "/moat.identity.v1.IdentityService/ListApiKeys"
 	IdentityService_RevokeApiKey_FullMethodName  = "/moat.identity.v1.IdentityService/RevokeApiKey"
+	IdentityService_RotateApiKey_FullMethodName  = "/moat.identity.v1.IdentityService/RotateApiKey"
 	IdentityService_WatchKeyIndex_FullMethodName = "/moat.identity.v1.IdentityService/WatchKeyIndex"
 )
 
@@ -40,6 +41,12 @@ type IdentityServiceClient interface {
 	// Revokes an API key. Every gateway refuses it within a second.
 	// Revoking a revoked key returns it unchanged.
 	RevokeApiKey(ctx context.Context, in *RevokeApiKeyRequest, opts ...grpc.CallOption) (*RevokeApiKeyResponse, error)
+	// Rotates an API key: creates its successor, with the same display name,
+	// project and allowed models, and lets the old key work for a grace
+	// period only, so that clients can switch without downtime. The response
+	// carries the new key itself, once. Rotating a revoked key fails with
+	// FAILED_PRECONDITION.
+	RotateApiKey(ctx context.Context, in *RotateApiKeyRequest, opts ...grpc.CallOption) (*RotateApiKeyResponse, error)
 	// Streams the key index: the full index first, then every change as it
 	// happens. For gateways and services only (internal token required).
 	WatchKeyIndex(ctx context.Context, in *WatchKeyIndexRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchKeyIndexResponse], error)
@@ -83,6 +90,16 @@ func (c *identityServiceClient) RevokeApiKey(ctx context.Context, in *RevokeApiK
 	return out, nil
 }
 
+func (c *identityServiceClient) RotateApiKey(ctx context.Context, in *RotateApiKeyRequest, opts ...grpc.CallOption) (*RotateApiKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateApiKeyResponse)
+	err := c.cc.Invoke(ctx, IdentityService_RotateApiKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *identityServiceClient) WatchKeyIndex(ctx context.Context, in *WatchKeyIndexRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchKeyIndexResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &IdentityService_ServiceDesc.Streams[0], IdentityService_WatchKeyIndex_FullMethodName, cOpts...)
@@ -117,6 +134,12 @@ type IdentityServiceServer interface {
 	// Revokes an API key. Every gateway refuses it within a second.
 	// Revoking a revoked key returns it unchanged.
 	RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error)
+	// Rotates an API key: creates its successor, with the same display name,
+	// project and allowed models, and lets the old key work for a grace
+	// period only, so that clients can switch without downtime. The response
+	// carries the new key itself, once. Rotating a revoked key fails with
+	// FAILED_PRECONDITION.
+	RotateApiKey(context.Context, *RotateApiKeyRequest) (*RotateApiKeyResponse, error)
 	// Streams the key index: the full index first, then every change as it
 	// happens. For gateways and services only (internal token required).
 	WatchKeyIndex(*WatchKeyIndexRequest, grpc.ServerStreamingServer[WatchKeyIndexResponse]) error
@@ -138,6 +161,9 @@ func (UnimplementedIdentityServiceServer) ListApiKeys(context.Context, *ListApiK
 }
 func (UnimplementedIdentityServiceServer) RevokeApiKey(context.Context, *RevokeApiKeyRequest) (*RevokeApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeApiKey not implemented")
+}
+func (UnimplementedIdentityServiceServer) RotateApiKey(context.Context, *RotateApiKeyRequest) (*RotateApiKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateApiKey not implemented")
 }
 func (UnimplementedIdentityServiceServer) WatchKeyIndex(*WatchKeyIndexRequest, grpc.ServerStreamingServer[WatchKeyIndexResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchKeyIndex not implemented")
@@ -217,6 +243,24 @@ func _IdentityService_RevokeApiKey_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_RotateApiKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateApiKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).RotateApiKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_RotateApiKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).RotateApiKey(ctx, req.(*RotateApiKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IdentityService_WatchKeyIndex_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchKeyIndexRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -246,6 +290,10 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeApiKey",
 			Handler:    _IdentityService_RevokeApiKey_Handler,
+		},
+		{
+			MethodName: "RotateApiKey",
+			Handler:    _IdentityService_RotateApiKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -96,7 +96,10 @@ type KeyIndexEntry struct {
 	// When the key stops working; unset for no expiry.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// The key's display prefix, for logs and audit records.
-	Prefix        string `protobuf:"bytes,7,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Prefix string `protobuf:"bytes,7,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// The logical model names the key may call; empty for every route of
+	// its project.
+	AllowedModels []string `protobuf:"bytes,8,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,11 +183,18 @@ func (x *KeyIndexEntry) GetPrefix() string {
 	return ""
 }
 
+func (x *KeyIndexEntry) GetAllowedModels() []string {
+	if x != nil {
+		return x.AllowedModels
+	}
+	return nil
+}
+
 var File_moat_identity_v1_key_index_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_key_index_proto_rawDesc = "" +
 	"\n" +
-	" moat/identity/v1/key_index.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x02\n" +
+	" moat/identity/v1/key_index.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
 	"\rKeyIndexEntry\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkey_hmac\x18\x02 \x01(\fR\akeyHmac\x128\n" +
@@ -193,7 +203,8 @@ const file_moat_identity_v1_key_index_proto_rawDesc = "" +
 	"\aproject\x18\x05 \x01(\tR\aproject\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
-	"\x06prefix\x18\a \x01(\tR\x06prefix\"G\n" +
+	"\x06prefix\x18\a \x01(\tR\x06prefix\x12%\n" +
+	"\x0eallowed_models\x18\b \x03(\tR\rallowedModels\"G\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PROJECT\x10\x01\x12\x17\n" +
