@@ -60,16 +60,16 @@ build: ## Build the five service binaries, the mock provider and the demo bootst
 run: ## Run the whole platform in the foreground; Ctrl-C stops it. Data survives between runs.
 	./scripts/run.sh
 
-dev-up: ## Start PostgreSQL, NATS and the services in the background (see .moat/platform.env).
+dev-up: ## Start PostgreSQL, NATS, the mock and the services in the background (MOAT_KEYCLOAK=1 adds Keycloak).
 	./scripts/dev-up.sh
 
-dev-down: ## Stop everything dev-up started (services, NATS, PostgreSQL).
+dev-down: ## Stop everything dev-up started (services, mock, Keycloak, NATS, PostgreSQL).
 	./scripts/dev-down.sh
 
 migrate: ## Run every service's database migrations against the local cluster.
 	./scripts/migrate.sh
 
-test: ## Everything CI runs: all tests (real PostgreSQL), lint, module and generated-code checks, e2e.
+test: ## Everything CI runs: all tests (real PostgreSQL, NATS, Keycloak), lint, module and generated-code checks, e2e.
 	./scripts/test.sh
 
 bench: ## Measure the gateway against the mock (PERFORMANCE.md); writes .bench/<time>/results.{md,jsonl}.
