@@ -23,6 +23,7 @@ import (
 	"github.com/moat-ai/moat/services/identity/internal/grpcapi"
 	"github.com/moat-ai/moat/services/identity/internal/identity"
 	"github.com/moat-ai/moat/services/identity/internal/keycloak"
+	"github.com/moat-ai/moat/services/identity/internal/keyusage"
 	"github.com/moat-ai/moat/services/identity/internal/postgres"
 )
 
@@ -74,7 +75,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
-	svc := identity.NewService(postgres.NewStore(pool, tel.Propagator), hasher, time.Now)
+	store := postgres.NewStore(pool, tel.Propagator)
+	svc := identity.NewService(store, hasher, time.Now)
 
 	// Before serving: whoever starts first makes sure an admin can get in.
 	bootstrap := identity.Call{Actor: "system", Action: grpcapi.Action(identityv1.IdentityService_CreateApiKey_FullMethodName), RequestID: "bootstrap"}
@@ -135,7 +137,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Meter:  tel.MeterProvider,
 	}
 	feeder := &grpcapi.IndexFeeder{Service: svc, Keys: keys, Index: index, Log: log}
-	workers := []func(context.Context) error{relay.Run, keys.Run, feeder.Run}
+	// Keys' last use, from the gateways' usage events; the consumer waits
+	// for the GATEWAY stream if the gateway has not created it yet.
+	usage := &events.Consumer{
+		JS:      js,
+		Pool:    pool,
+		Config:  keyusage.ConsumerConfig(),
+		Handler: keyusage.New(store).Handle,
+		Log:     log,
+		Meter:   tel.MeterProvider,
+		Tracer:  tel.TracerProvider,
+		Prop:    tel.Propagator,
+	}
+	workers := []func(context.Context) error{relay.Run, keys.Run, feeder.Run, usage.Run}
 	if cfg.Keycloak.URL != "" {
 		workers = append(workers, func(ctx context.Context) error { return bootstrapKeycloak(ctx, cfg.Keycloak, log) })
 	}

@@ -346,6 +346,7 @@ func toAPIKey(k identity.Key) *identityv1.ApiKey {
 		CreateTime:  timestamppb.New(k.CreateTime),
 		ExpireTime:  timestamp(k.ExpireTime),
 		RevokeTime:  timestamp(k.RevokeTime),
+		LastUseTime: timestamp(k.LastUseTime),
 		// A copy: the proto must not alias the domain key.
 		AllowedModels: append([]string(nil), k.AllowedModels...),
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -386,6 +387,14 @@ func TestListApiKeys(t *testing.T) {
 		want = append([]*identityv1.ApiKey{k}, want...) // newest first
 	}
 	s.create(t, &identityv1.CreateApiKeyRequest{Parent: "orgs/acme/projects/api"})
+	// One key has been used (as the usage consumer records it); the others
+	// list without a last use.
+	used := time.Date(2025, 3, 4, 5, 6, 7, 123456000, time.UTC)
+	usedID := uuid.MustParse(path.Base(want[1].GetName()))
+	if ok, err := postgres.NewStore(s.pool, nil).RecordKeyUse(context.Background(), usedID, used, time.Minute); !ok || err != nil {
+		t.Fatalf("RecordKeyUse = %v, %v; want a write", ok, err)
+	}
+	want[1].LastUseTime = timestamppb.New(used)
 
 	var got []*identityv1.ApiKey
 	token, pages := "", 0

@@ -68,6 +68,10 @@ type Key struct {
 	AllowedModels []string
 	// RotatedFrom is the id of the key this one was rotated from, if any.
 	RotatedFrom string
+	// LastUseTime is when the key was last used on the gateway, zero if
+	// never. It is approximate (see keyusage) and not part of the key
+	// index: recording it does not change Version.
+	LastUseTime time.Time
 }
 
 // Name is the key's resource name: orgs/{org}/projects/{project}/keys/{key}

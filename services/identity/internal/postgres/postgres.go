@@ -73,7 +73,7 @@ func NewStore(pool *pgxpool.Pool, prop propagation.TextMapPropagator) *Store {
 }
 
 const keyColumns = `id, role, organization, project, display_name, prefix, key_hmac,
-	request_id, created_at, expire_at, revoked_at, version, allowed_models, rotated_from`
+	request_id, created_at, expire_at, revoked_at, version, allowed_models, rotated_from, last_used_at`
 
 func scanKey(row pgx.Row) (identity.Key, error) {
 	var (
@@ -83,9 +83,10 @@ func scanKey(row pgx.Row) (identity.Key, error) {
 		requestID           *string
 		expireAt, revokedAt *time.Time
 		rotatedFrom         *uuid.UUID
+		lastUsedAt          *time.Time
 	)
 	if err := row.Scan(&id, &role, &k.Organization, &k.Project, &k.DisplayName, &k.Prefix, &k.HMAC,
-		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version, &k.AllowedModels, &rotatedFrom); err != nil {
+		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version, &k.AllowedModels, &rotatedFrom, &lastUsedAt); err != nil {
 		return identity.Key{}, err
 	}
 	k.ID = id.String()
@@ -110,6 +111,9 @@ func scanKey(row pgx.Row) (identity.Key, error) {
 	}
 	if rotatedFrom != nil {
 		k.RotatedFrom = rotatedFrom.String()
+	}
+	if lastUsedAt != nil {
+		k.LastUseTime = lastUsedAt.UTC()
 	}
 	return k, nil
 }
@@ -309,6 +313,28 @@ func (s *Store) ListKeys(ctx context.Context, project string, after *identity.Cu
 		return nil, storeErr("list keys", err)
 	}
 	return keys, nil
+}
+
+// RecordKeyUse moves key id's last use forward to at, unless the stored
+// last use is already at or less than minInterval before at: a busy key
+// then costs one write per minInterval, and an older event never moves it
+// back. It reports whether the row was written; an unknown key is not an
+// error (written == false).
+//
+// The write leaves the key's version alone and notifies no watcher: last
+// use is not part of the key index, and bumping the version would resend
+// every busy key to every gateway once a minute. Nor does it take the
+// version lock, so it never waits behind key changes for longer than
+// their row lock.
+func (s *Store) RecordKeyUse(ctx context.Context, id uuid.UUID, at time.Time, minInterval time.Duration) (written bool, err error) {
+	tag, err := s.pool.Exec(ctx, `
+		UPDATE api_keys SET last_used_at = greatest(last_used_at, $2::timestamptz)
+		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $2::timestamptz - $3::interval)`,
+		id, at, minInterval)
+	if err != nil {
+		return false, storeErr("record use of key "+id.String(), err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // RecordAudit implements identity.Store.

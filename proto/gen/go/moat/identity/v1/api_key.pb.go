@@ -44,6 +44,10 @@ type ApiKey struct {
 	// call: at most 100 names of 1 to 128 printable ASCII characters, no
 	// duplicates. Empty means every route of its project.
 	AllowedModels []string `protobuf:"bytes,7,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
+	// When the key was last used on the gateway; unset if it never was.
+	// Approximate: it is updated from the gateway's usage events, at most
+	// once a minute per key, so it may lag by a minute plus event delivery.
+	LastUseTime   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,11 +131,18 @@ func (x *ApiKey) GetAllowedModels() []string {
 	return nil
 }
 
+func (x *ApiKey) GetLastUseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUseTime
+	}
+	return nil
+}
+
 var File_moat_identity_v1_api_key_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_api_key_proto_rawDesc = "" +
 	"\n" +
-	"\x1emoat/identity/v1/api_key.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x02\n" +
+	"\x1emoat/identity/v1/api_key.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n" +
 	"\x06ApiKey\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\bR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1b\n" +
@@ -142,7 +153,8 @@ const file_moat_identity_v1_api_key_proto_rawDesc = "" +
 	"expireTime\x12@\n" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"revokeTime\x12%\n" +
-	"\x0eallowed_models\x18\a \x03(\tR\rallowedModelsBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
+	"\x0eallowed_models\x18\a \x03(\tR\rallowedModels\x12C\n" +
+	"\rlast_use_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\vlastUseTimeBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_moat_identity_v1_api_key_proto_rawDescOnce sync.Once
@@ -165,11 +177,12 @@ var file_moat_identity_v1_api_key_proto_depIdxs = []int32{
 	1, // 0: moat.identity.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
 	1, // 1: moat.identity.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
 	1, // 2: moat.identity.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1, // 3: moat.identity.v1.ApiKey.last_use_time:type_name -> google.protobuf.Timestamp
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_moat_identity_v1_api_key_proto_init() }
