@@ -900,7 +900,13 @@ service_env() {
 		echo "MOAT_OIDC_ISSUER=$(keycloak_issuer)"
 	fi
 	case ${svc} in
-	config | gateway) echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)" ;;
+	config) echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)" ;;
+	gateway)
+		echo "MOAT_KEK=local1:$(secret_b64 MOAT_KEK_LOCAL1)"
+		# The local mock provider listens on loopback, which the egress policy refuses unless
+		# allowed; a production install lists only the ranges of its in-cluster providers.
+		echo "EGRESS_ALLOW_CIDRS=127.0.0.0/8"
+		;;
 	identity)
 		echo "MOAT_BOOTSTRAP_ADMIN_KEY_FILE=${MOAT_STATE}/admin.key"
 		if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then

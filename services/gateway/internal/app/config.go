@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/moat-ai/moat/libs/authn"
@@ -12,6 +13,7 @@ import (
 	"github.com/moat-ai/moat/libs/secretbox"
 	"github.com/moat-ai/moat/libs/serve"
 	"github.com/moat-ai/moat/services/gateway/internal/apiproxy"
+	"github.com/moat-ai/moat/services/gateway/internal/egress"
 )
 
 // Config is the gateway's whole configuration, read from the environment
@@ -44,6 +46,21 @@ type Upstream struct {
 	// IdleTimeout bounds the silence of a provider once its answer has
 	// started, e.g. between two chunks of a stream.
 	IdleTimeout time.Duration `env:"UPSTREAM_IDLE_TIMEOUT, default=2m"`
+	// EgressAllowCIDRs lists the internal ranges providers may be
+	// dialed at ("10.1.0.0/16,fd00:1::/64"). Empty, the default, allows
+	// public addresses only; an install lists just what its in-cluster
+	// providers need.
+	EgressAllowCIDRs string `env:"EGRESS_ALLOW_CIDRS"`
+}
+
+// EgressAllow returns the parsed EGRESS_ALLOW_CIDRS; Validate has
+// checked it.
+func (u Upstream) EgressAllow() ([]netip.Prefix, error) {
+	allow, err := egress.ParseCIDRs(u.EgressAllowCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("EGRESS_ALLOW_CIDRS: %w", err)
+	}
+	return allow, nil
 }
 
 // Usage tunes the asynchronous usage publisher.
@@ -101,6 +118,9 @@ func (c Config) Validate() error {
 		if d.value <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", d.name))
 		}
+	}
+	if _, err := c.Upstream.EgressAllow(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Usage.QueueSize < 1 {
 		errs = append(errs, errors.New("USAGE_QUEUE_SIZE must be at least 1"))

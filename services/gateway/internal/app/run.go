@@ -121,7 +121,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	transport := openai.NewTransport(openai.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout})
+	allow, err := cfg.Upstream.EgressAllow()
+	if err != nil {
+		return err
+	}
+	transport := openai.NewTransport(openai.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout}, allow)
 	defer transport.CloseIdleConnections()
 
 	srv, err := serve.NewServers(log, tel, cfg.Serve,

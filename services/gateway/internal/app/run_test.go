@@ -100,6 +100,9 @@ func (p *platform) service() servetest.Service {
 	e["MOAT_CONFIG_HTTP"] = p.backends["config"]
 	e["MOAT_BILLING_HTTP"] = p.backends["billing"]
 	e["MOAT_AUDIT_HTTP"] = p.backends["audit"]
+	// The mock providers listen on loopback, which the egress policy
+	// refuses unless allowed.
+	e["EGRESS_ALLOW_CIDRS"] = "127.0.0.0/8"
 	return servetest.Service{Run: app.Run, Stream: "GATEWAY", Env: e}
 }
 
@@ -172,12 +175,14 @@ func TestConfigNamesEveryVariable(t *testing.T) {
 	t.Parallel()
 	err := app.Run(context.Background(), nil, servetest.Env{
 		"MOAT_KEK": "k1:short", "MOAT_CONFIG_HTTP": "config", "UPSTREAM_IDLE_TIMEOUT": "-1s", "USAGE_PUBLISHERS": "0",
+		"EGRESS_ALLOW_CIDRS": "10.0.0.0/8,10.0.0.1",
 	}.Getenv, io.Discard)
 	for _, want := range []string{
 		"MOAT_KEY_SECRET is required", "MOAT_INTERNAL_TOKEN is required", "MOAT_IDENTITY_GRPC is required",
 		"MOAT_CONFIG_GRPC is required", "MOAT_KEK: key-encryption key", "MOAT_IDENTITY_HTTP is required",
 		"MOAT_CONFIG_HTTP: want host:port", "MOAT_BILLING_HTTP is required", "MOAT_AUDIT_HTTP is required",
 		"UPSTREAM_IDLE_TIMEOUT must be positive", "USAGE_PUBLISHERS must be 1 to 256",
+		"EGRESS_ALLOW_CIDRS: want a comma-separated list of CIDRs",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Run with a bad environment = %v, want it to mention %q", err, want)

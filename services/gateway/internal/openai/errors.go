@@ -16,6 +16,7 @@ const (
 	codeInvalidBody         = "invalid_body"
 	codeUpstreamUnavailable = "upstream_unavailable"
 	codeUpstreamTimeout     = "upstream_timeout"
+	codeUpstreamBlocked     = "upstream_blocked"
 	codeUnknownURL          = "unknown_url"
 	codeMethodNotAllowed    = "method_not_allowed"
 )

@@ -6,7 +6,8 @@
 //	body limit (413) → JSON shape (400) → API key (401, 403 for keys
 //	that are not project keys) → route by (project, model) (404) →
 //	the key's allowed models (403) →
-//	forward to the provider (502, 504) → usage event
+//	forward to the provider (502, 504; 502 upstream_blocked when the
+//	egress policy refuses its address) → usage event
 //
 // Nothing on that path waits on another service, takes a lock, or starts a
 // goroutine: keys and routes are read from atomically swapped snapshots,
@@ -24,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,7 @@ import (
 	"github.com/moat-ai/moat/libs/authn"
 	gatewayv1 "github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/egress"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 )
 
@@ -124,10 +127,16 @@ type Timeouts struct {
 // the provider offers it, bounded connect and header waits. Compression is
 // off: a provider answers in plain bytes that the gateway forwards and
 // reads the usage from without inflating.
-func NewTransport(t Timeouts) *http.Transport {
-	dialer := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second}
+//
+// Every connection passes the egress policy at dial time, on the address
+// actually dialed: internal addresses are refused unless one of allow
+// contains them (see package egress). No HTTP proxy is used, even when
+// HTTP(S)_PROXY is set: the policy would then see only the proxy's address,
+// and the proxy could reach internal hosts on the gateway's behalf.
+func NewTransport(t Timeouts, allow []netip.Prefix) *http.Transport {
+	dialer := &net.Dialer{Timeout: t.Dial, KeepAlive: 30 * time.Second, ControlContext: egress.New(allow).Control}
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 nil,
 		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
@@ -374,11 +383,22 @@ func copyResponseHeaders(dst, src http.Header) {
 }
 
 // upstreamFailed answers a provider call that failed before an answer
-// could be relayed: 504 when it timed out, 502 when it could not be
+// could be relayed: 502 upstream_blocked when the egress policy refused
+// the provider's address, 504 when it timed out, 502 when it could not be
 // reached or broke; nothing when the client itself went away.
 func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx context.Context, c *call, err error) {
 	if r.Context().Err() != nil {
 		c.status = statusClientClosed
+		return
+	}
+	if errors.Is(err, egress.ErrBlocked) {
+		// Neither the log nor the answer names the address: the error
+		// would tell a caller what a provider's name resolves to inside
+		// the network.
+		c.status = http.StatusBadGateway
+		h.o.Log.Warn("provider address refused by the egress policy", "request_id", c.id.String(), "provider", c.route.Provider.Name)
+		writeError(w, c.status, typeAPI, codeUpstreamBlocked, "",
+			"The provider's address is not allowed by the gateway's egress policy; ask an administrator to check the provider.")
 		return
 	}
 	if timedOut(ctx, err) {

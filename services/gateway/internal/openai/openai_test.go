@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,10 +72,14 @@ type fixture struct {
 	js                             jetstream.JetStream
 	usage                          jetstream.Consumer
 	logs                           *syncBuffer
+	fastAddr                       string // host:port of fast
 }
 
 type options struct {
 	header, idle time.Duration
+	// strictEgress drops the allow list of loopback that lets the
+	// gateway reach the mock providers, which listen there.
+	strictEgress bool
 }
 
 func newKey(t *testing.T) string {
@@ -130,6 +135,11 @@ func newFixture(t *testing.T, o options) *fixture {
 	}
 	var fastURL, slowURL, stallingURL, limitedURL string
 	f.fast, fastURL = serveMock(providertest.Config{Credential: upstreamCredential, Chunks: 3}, nil)
+	f.fastAddr = strings.TrimSuffix(strings.TrimPrefix(fastURL, "http://"), "/v1")
+	_, fastPort, err := net.SplitHostPort(f.fastAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.slow, slowURL = serveMock(providertest.Config{Credential: upstreamCredential, Delay: time.Hour}, nil)
 	f.stalling, stallingURL = serveMock(providertest.Config{Credential: upstreamCredential, Chunks: 3, ChunkDelay: time.Hour}, nil)
 	_, limitedURL = serveMock(providertest.Config{Credential: upstreamCredential}, func(h http.Handler) http.Handler {
@@ -190,6 +200,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		provider("down", "http://"+closedAddr(t)+"/v1", upstreamCredential, ""),
 		provider("badcred", fastURL, "sk-not-the-right-one", ""),
 		provider("sealed-elsewhere", fastURL, upstreamCredential, org+"/providers/another"),
+		provider("by-name", "http://localhost:"+fastPort+"/v1", upstreamCredential, ""),
 		route(project, "demo", "demo-model", "fast"),
 		route(project, "slow", "slow-model", "slow"),
 		route(project, "stalling", "stalling-model", "stalling"),
@@ -197,6 +208,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		route(project, "down", "down-model", "down"),
 		route(project, "badcred", "badcred-model", "badcred"),
 		route(project, "broken", "broken-model", "sealed-elsewhere"),
+		route(project, "by-name", "by-name-model", "by-name"),
 		route(otherProject, "other", "other-model", "fast"),
 	})
 
@@ -226,7 +238,11 @@ func newFixture(t *testing.T, o options) *fixture {
 		t.Fatal(err)
 	}
 
-	transport := openai.NewTransport(openai.Timeouts{Dial: 2 * time.Second, Header: o.header})
+	var allow []netip.Prefix
+	if !o.strictEgress {
+		allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}
+	transport := openai.NewTransport(openai.Timeouts{Dial: 2 * time.Second, Header: o.header}, allow)
 	t.Cleanup(transport.CloseIdleConnections)
 	mux := http.NewServeMux()
 	openai.New(openai.Options{Keys: keys, Routes: store, Usage: pub, Transport: transport, IdleTimeout: o.idle, Log: log}).Mount(mux)
@@ -644,6 +660,64 @@ func TestUpstreamFailures(t *testing.T) {
 	eventually(t, 5*time.Second, "the timed-out call is canceled at the provider", func() bool { return f.slow.Canceled() == 1 })
 }
 
+// Providers on internal addresses are refused at dial time unless the
+// egress allow list covers them, whether the URL names the address or a
+// host that resolves to it.
+func TestEgressPolicy(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name       string
+		strict     bool
+		model      string
+		wantStatus int
+		wantCode   string
+	}{
+		{"loopback refused", true, "demo-model", http.StatusBadGateway, "upstream_blocked"},
+		{"name resolving to loopback refused", true, "by-name-model", http.StatusBadGateway, "upstream_blocked"},
+		{"loopback allowed", false, "demo-model", http.StatusOK, ""},
+		{"name resolving to loopback allowed", false, "by-name-model", http.StatusOK, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, options{strictEgress: tt.strict})
+			r := f.post(t, f.projectKey, `{"model":"`+tt.model+`","messages":[]}`, nil)
+			if r.status != tt.wantStatus {
+				t.Fatalf("status = %d %s, want %d", r.status, r.body, tt.wantStatus)
+			}
+			u := f.nextUsage(t)
+			if u.GetHttpStatus() != int32(tt.wantStatus) {
+				t.Errorf("usage status = %d, want %d", u.GetHttpStatus(), tt.wantStatus)
+			}
+			if tt.wantCode == "" {
+				return
+			}
+			e := errorOf(t, r)
+			if e.Error.Code != tt.wantCode || e.Error.Type != "api_error" || !strings.Contains(e.Error.Message, "egress policy") {
+				t.Errorf("error = %+v, want api_error %s about the egress policy", e.Error, tt.wantCode)
+			}
+			_, port, _ := net.SplitHostPort(f.fastAddr)
+			for _, leak := range []string{"127.0.0.1", "::1", "localhost", port} {
+				if bytes.Contains(r.body, []byte(leak)) {
+					t.Errorf("the error body names the address (%s): %s", leak, r.body)
+				}
+			}
+			if f.fast.Requests() != 0 {
+				t.Errorf("the provider got %d requests, want none", f.fast.Requests())
+			}
+			logs := f.logs.String()
+			if !strings.Contains(logs, `"msg":"provider address refused by the egress policy"`) ||
+				!strings.Contains(logs, `"provider":"`+org+`/providers/`) {
+				t.Errorf("logs do not record the refusal with the provider:\n%s", logs)
+			}
+			for line := range strings.SplitSeq(logs, "\n") {
+				if strings.Contains(line, "egress policy") && (strings.Contains(line, port) || strings.Contains(line, "127.0.0.1")) {
+					t.Errorf("the refusal's log line names the address: %s", line)
+				}
+			}
+		})
+	}
+}
+
 func TestModels(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, options{})
@@ -671,7 +745,7 @@ func TestModels(t *testing.T) {
 		key    string
 		models []string
 	}{
-		{f.projectKey, []string{"badcred-model", "broken-model", "demo-model", "down-model", "limited-model", "slow-model", "stalling-model"}},
+		{f.projectKey, []string{"badcred-model", "broken-model", "by-name-model", "demo-model", "down-model", "limited-model", "slow-model", "stalling-model"}},
 		{f.otherKey, []string{"other-model"}},
 		{f.scopedKey, []string{"demo-model", "slow-model"}},
 	} {
