@@ -115,9 +115,12 @@ func run(ctx context.Context, c config) error {
 	defer raw.Close()
 	enc := json.NewEncoder(raw)
 	var all []result
+	var writeErr error
 	emit := func(r result) {
 		all = append(all, r)
-		_ = enc.Encode(r)
+		if err := enc.Encode(r); err != nil && writeErr == nil {
+			writeErr = fmt.Errorf("write results.jsonl: %w", err)
+		}
 		fmt.Fprintf(os.Stderr, "%-22s %-8s rate=%-5d n=%-6d ok=%5.1f%% p50=%7.3fms p99=%7.3fms cpu/req=%6.1fµs\n",
 			r.Scenario, r.Target, r.Rate, r.Requests, r.Success*100, r.P50ms, r.P99ms, r.CPUPerReqUs)
 	}
@@ -195,6 +198,9 @@ func run(ctx context.Context, c config) error {
 		emit(r)
 	}
 
+	if writeErr != nil {
+		return writeErr
+	}
 	load2, _ := os.ReadFile("/proc/loadavg")
 	md := report(c, all, strings.TrimSpace(string(load1)), strings.TrimSpace(string(load2)))
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md), 0o600); err != nil {

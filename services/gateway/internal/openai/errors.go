@@ -56,7 +56,7 @@ func writeError(w http.ResponseWriter, status int, typ, code, param, message str
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_, _ = w.Write(b)
+	_, _ = w.Write(b) // a failed write means the client left; nothing to tell it
 }
 
 func writeRequestError(w http.ResponseWriter, status int, e *requestError) {

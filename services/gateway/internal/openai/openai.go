@@ -367,7 +367,7 @@ func (h *Handler) relayWhole(w http.ResponseWriter, r *http.Request, ctx context
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	c.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(buf.Bytes()) // a failed write means the client left; the usage is recorded either way
 }
 
 // copyResponseHeaders passes on the provider headers a client needs and no
@@ -423,6 +423,12 @@ func timedOut(ctx context.Context, err error) bool {
 // record hands the usage of a routed request to the publisher.
 func (h *Handler) record(ctx context.Context, c *call) {
 	p := c.principal
+	if c.status >= 200 && c.status < 300 && !c.usage.found {
+		// The ledger entry will carry zero tokens: say so, rather than let
+		// a provider that omits usage look free.
+		h.o.Log.Warn("the provider reported no usage; recording zero tokens",
+			"request_id", c.id.String(), "provider", c.route.Provider.Name, "stream", c.stream)
+	}
 	h.o.Usage.Record(ctx, c.id, &gatewayv1.UsageRecorded{
 		RequestId:     c.id.String(),
 		Organization:  p.Organization,
@@ -494,5 +500,5 @@ func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	_, _ = w.Write(b)
+	_, _ = w.Write(b) // a failed write means the client left; nothing to tell it
 }

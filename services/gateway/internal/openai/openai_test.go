@@ -620,6 +620,11 @@ func TestStreamIdleTimeout(t *testing.T) {
 		t.Errorf("logs do not say why the stream ended:\n%s", f.logs)
 	}
 	f.nextUsage(t)
+	// The stream ended before the provider's usage chunk: the zero-token
+	// ledger entry is not silent.
+	if !strings.Contains(f.logs.String(), "the provider reported no usage; recording zero tokens") {
+		t.Errorf("logs do not flag the missing usage:\n%s", f.logs)
+	}
 }
 
 func TestUpstreamFailures(t *testing.T) {

@@ -102,7 +102,7 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 			}
 			h.o.Log.Warn(what, "request_id", c.id.String(), "provider", c.route.Provider.Name, "err", err)
 		}
-		_ = flush()
+		_ = flush() // best effort: the stream is ending on an error already
 		return
 	}
 }

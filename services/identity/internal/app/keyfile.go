@@ -41,6 +41,8 @@ func (f keyFile) Create(key string) (err error) {
 	if err != nil {
 		return fmt.Errorf("create a file in %s: %w", dir, err)
 	}
+	// After the rename these fail harmlessly (closed, and no file under
+	// the temporary name); before it they clean up a failed attempt.
 	defer func() {
 		_ = tmp.Close()
 		_ = os.Remove(tmp.Name())
@@ -63,6 +65,8 @@ func (f keyFile) Create(key string) (err error) {
 	// The key must survive a crash right after the database commit that
 	// follows; the directory entry is part of that.
 	if d, err := os.Open(dir); err == nil { //nolint:gosec // the directory of the configured key file
+		// Best effort: the file itself is synced; some filesystems refuse
+		// a directory fsync, which must not fail the start.
 		_ = d.Sync()
 		_ = d.Close()
 	}
