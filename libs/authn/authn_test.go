@@ -170,17 +170,95 @@ func TestIndexAllowedModels(t *testing.T) {
 	}
 }
 
-func TestAuthorize(t *testing.T) {
+func TestRequire(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	if err := authn.Authorize(ctx); !errors.Is(err, authn.ErrUnauthenticated) {
-		t.Errorf("Authorize(no principal) = %v", err)
+	const (
+		admin  = identityv1.OrgRole_ORG_ROLE_ADMIN
+		member = identityv1.OrgRole_ORG_ROLE_MEMBER
+		none   = identityv1.OrgRole_ORG_ROLE_UNSPECIFIED
+	)
+	platform := authn.Principal{Kind: authn.KindUser, Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN}
+	adminA := authn.Principal{Kind: authn.KindUser, Roles: map[string]identityv1.OrgRole{"orgs/org-a": admin, "orgs/org-c": member}}
+	memberA := authn.Principal{Kind: authn.KindUser, Roles: map[string]identityv1.OrgRole{"orgs/org-a": member}}
+	projectKey := authn.Principal{Kind: authn.KindAPIKey, Role: identityv1.KeyIndexEntry_ROLE_PROJECT, Organization: "orgs/org-a", Project: "orgs/org-a/projects/p1"}
+	for _, tt := range []struct {
+		name     string
+		p        *authn.Principal
+		resource string
+		need     identityv1.OrgRole
+		want     error
+	}{
+		{"no principal", nil, "orgs/org-a", member, authn.ErrUnauthenticated},
+		{"platform admin, platform method", &platform, "", none, nil},
+		{"platform admin, any org", &platform, "orgs/org-b/projects/x", admin, nil},
+		{"platform admin, malformed name", &platform, "bogus", admin, nil},
+		{"org admin, own org, admin method", &adminA, "orgs/org-a/projects/p1/keys/k", admin, nil},
+		{"org admin, own org, member method", &adminA, "orgs/org-a", member, nil},
+		{"org admin, other org", &adminA, "orgs/org-b/projects/p1", admin, authn.ErrPermissionDenied},
+		{"org admin, org where member, admin method", &adminA, "orgs/org-c", admin, authn.ErrPermissionDenied},
+		{"org admin, org where member, member method", &adminA, "orgs/org-c/members/u", member, nil},
+		{"org admin, platform method", &adminA, "", none, authn.ErrPermissionDenied},
+		{"org admin, name outside orgs", &adminA, "keys/x", admin, authn.ErrPermissionDenied},
+		{"org admin, prefix of own org id", &adminA, "orgs/org-ab", member, authn.ErrPermissionDenied},
+		{"org admin, bad org id", &adminA, "orgs/ORG-A", member, authn.ErrPermissionDenied},
+		{"org admin, unspecified need", &adminA, "orgs/org-a", none, authn.ErrPermissionDenied},
+		{"member, member method", &memberA, "orgs/org-a/projects/p1", member, nil},
+		{"member, admin method", &memberA, "orgs/org-a/projects/p1", admin, authn.ErrPermissionDenied},
+		{"member, other org", &memberA, "orgs/org-b", member, authn.ErrPermissionDenied},
+		{"project key, own org", &projectKey, "orgs/org-a/projects/p1", member, authn.ErrPermissionDenied},
+	} {
+		ctx := context.Background()
+		if tt.p != nil {
+			ctx = authn.NewContext(ctx, *tt.p)
+		}
+		if err := authn.Require(ctx, tt.resource, tt.need); !errors.Is(err, tt.want) || (err == nil) != (tt.want == nil) {
+			t.Errorf("%s: Require(%q, %v) = %v, want %v", tt.name, tt.resource, tt.need, err, tt.want)
+		}
 	}
-	if err := authn.Authorize(authn.NewContext(ctx, authn.Principal{Role: identityv1.KeyIndexEntry_ROLE_PROJECT})); !errors.Is(err, authn.ErrPermissionDenied) {
-		t.Errorf("Authorize(project key) = %v", err)
+	if err := authn.RequirePlatformAdmin(authn.NewContext(context.Background(), adminA)); !errors.Is(err, authn.ErrPermissionDenied) {
+		t.Errorf("RequirePlatformAdmin(org admin) = %v", err)
 	}
-	if err := authn.Authorize(authn.NewContext(ctx, authn.Principal{Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN})); err != nil {
-		t.Errorf("Authorize(admin) = %v", err)
+	if err := authn.RequirePlatformAdmin(authn.NewContext(context.Background(), platform)); err != nil {
+		t.Errorf("RequirePlatformAdmin(platform admin) = %v", err)
+	}
+}
+
+func TestIndexMemberships(t *testing.T) {
+	t.Parallel()
+	h, err := authn.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := authn.NewIndex(h)
+	m := func(user, org string, role identityv1.OrgRole) *identityv1.MembershipEntry {
+		return &identityv1.MembershipEntry{User: user, Organization: org, Role: role}
+	}
+	ix.Replace(10, nil,
+		m("users/u1", "orgs/org-a", identityv1.OrgRole_ORG_ROLE_ADMIN),
+		m("users/u1", "orgs/org-b", identityv1.OrgRole_ORG_ROLE_MEMBER),
+		m("users/u2", "orgs/org-a", identityv1.OrgRole_ORG_ROLE_MEMBER))
+	before := ix.Roles("users/u1")
+	want := map[string]identityv1.OrgRole{"orgs/org-a": identityv1.OrgRole_ORG_ROLE_ADMIN, "orgs/org-b": identityv1.OrgRole_ORG_ROLE_MEMBER}
+	if diff := cmp.Diff(want, before); diff != "" {
+		t.Errorf("Roles(u1) after snapshot (-want +got):\n%s", diff)
+	}
+	ix.UpsertMembership(11, m("users/u1", "orgs/org-b", identityv1.OrgRole_ORG_ROLE_ADMIN))
+	ix.RemoveMembership(12, m("users/u1", "orgs/org-a", identityv1.OrgRole_ORG_ROLE_UNSPECIFIED))
+	ix.UpsertMembership(9, m("users/u1", "orgs/org-c", identityv1.OrgRole_ORG_ROLE_ADMIN)) // older than the index: ignored
+	if diff := cmp.Diff(map[string]identityv1.OrgRole{"orgs/org-b": identityv1.OrgRole_ORG_ROLE_ADMIN}, ix.Roles("users/u1")); diff != "" {
+		t.Errorf("Roles(u1) after changes (-want +got):\n%s", diff)
+	}
+	// A Principal built before the changes keeps the roles it was given.
+	if diff := cmp.Diff(want, before); diff != "" {
+		t.Errorf("earlier Roles map changed (-want +got):\n%s", diff)
+	}
+	ix.RemoveMembership(13, m("users/u2", "orgs/org-a", identityv1.OrgRole_ORG_ROLE_UNSPECIFIED))
+	if got := ix.Roles("users/u2"); got != nil {
+		t.Errorf("Roles(u2) after its last membership ended = %v, want nil", got)
+	}
+	ix.Replace(14, nil)
+	if got := ix.Roles("users/u1"); got != nil {
+		t.Errorf("Roles(u1) after an empty snapshot = %v, want nil", got)
 	}
 }
 
@@ -350,13 +428,27 @@ func TestFollow(t *testing.T) {
 	}
 	works := func(k string) bool { _, err := ix.Authenticate(k, now); return err == nil }
 
+	role := func(user, org string) identityv1.OrgRole { return ix.Roles(user)[org] }
+	membership := func(user string, role identityv1.OrgRole) *identityv1.MembershipEntry {
+		return &identityv1.MembershipEntry{User: user, Organization: "orgs/acme", Role: role}
+	}
+
 	s1 := <-f.streams
 	s1 <- &identityv1.WatchKeyIndexResponse{Version: 5, Event: &identityv1.WatchKeyIndexResponse_Snapshot{Snapshot: &identityv1.KeyIndexSnapshot{
-		Entries: []*identityv1.KeyIndexEntry{entry(h, "k1", k1, identityv1.KeyIndexEntry_ROLE_PROJECT)}}}}
-	eventually("snapshot", func() bool { return ix.Ready() && works(k1) })
-	s1 <- &identityv1.WatchKeyIndexResponse{Version: 6, Event: &identityv1.WatchKeyIndexResponse_Upsert{Upsert: entry(h, "k2", k2, identityv1.KeyIndexEntry_ROLE_PROJECT)}}
+		Entries:     []*identityv1.KeyIndexEntry{entry(h, "k1", k1, identityv1.KeyIndexEntry_ROLE_PROJECT)},
+		Memberships: []*identityv1.MembershipEntry{membership("users/ann", identityv1.OrgRole_ORG_ROLE_MEMBER)}}}}
+	eventually("snapshot", func() bool {
+		return ix.Ready() && works(k1) && role("users/ann", "orgs/acme") == identityv1.OrgRole_ORG_ROLE_MEMBER
+	})
+	s1 <- &identityv1.WatchKeyIndexResponse{Version: 6, Event: &identityv1.WatchKeyIndexResponse_UpsertMembership{
+		UpsertMembership: membership("users/ann", identityv1.OrgRole_ORG_ROLE_ADMIN)}}
+	eventually("membership change", func() bool { return role("users/ann", "orgs/acme") == identityv1.OrgRole_ORG_ROLE_ADMIN })
+	s1 <- &identityv1.WatchKeyIndexResponse{Version: 7, Event: &identityv1.WatchKeyIndexResponse_RemoveMembership{
+		RemoveMembership: membership("users/ann", identityv1.OrgRole_ORG_ROLE_UNSPECIFIED)}}
+	eventually("membership end", func() bool { return ix.Roles("users/ann") == nil })
+	s1 <- &identityv1.WatchKeyIndexResponse{Version: 8, Event: &identityv1.WatchKeyIndexResponse_Upsert{Upsert: entry(h, "k2", k2, identityv1.KeyIndexEntry_ROLE_PROJECT)}}
 	eventually("upsert", func() bool { return works(k2) })
-	s1 <- &identityv1.WatchKeyIndexResponse{Version: 7, Event: &identityv1.WatchKeyIndexResponse_RemoveKeyId{RemoveKeyId: "k1"}}
+	s1 <- &identityv1.WatchKeyIndexResponse{Version: 9, Event: &identityv1.WatchKeyIndexResponse_RemoveKeyId{RemoveKeyId: "k1"}}
 	eventually("removal", func() bool { return !works(k1) })
 
 	// The stream breaks: the index keeps serving, and the next stream's
@@ -366,9 +458,12 @@ func TestFollow(t *testing.T) {
 		t.Fatal("index lost its keys when the stream broke")
 	}
 	s2 := <-f.streams
-	s2 <- &identityv1.WatchKeyIndexResponse{Version: 9, Event: &identityv1.WatchKeyIndexResponse_Snapshot{Snapshot: &identityv1.KeyIndexSnapshot{
-		Entries: []*identityv1.KeyIndexEntry{entry(h, "k1", k1, identityv1.KeyIndexEntry_ROLE_PROJECT)}}}}
-	eventually("fresh snapshot after reconnect", func() bool { return works(k1) && !works(k2) && ix.Version() == 9 })
+	s2 <- &identityv1.WatchKeyIndexResponse{Version: 12, Event: &identityv1.WatchKeyIndexResponse_Snapshot{Snapshot: &identityv1.KeyIndexSnapshot{
+		Entries:     []*identityv1.KeyIndexEntry{entry(h, "k1", k1, identityv1.KeyIndexEntry_ROLE_PROJECT)},
+		Memberships: []*identityv1.MembershipEntry{membership("users/bob", identityv1.OrgRole_ORG_ROLE_ADMIN)}}}}
+	eventually("fresh snapshot after reconnect", func() bool {
+		return works(k1) && !works(k2) && ix.Version() == 12 && role("users/bob", "orgs/acme") == identityv1.OrgRole_ORG_ROLE_ADMIN
+	})
 
 	cancel()
 	if err := <-done; err != nil {

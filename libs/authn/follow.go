@@ -56,12 +56,16 @@ func followOnce(ctx context.Context, client identityv1.IdentityServiceClient, ix
 		}
 		switch ev := resp.GetEvent().(type) {
 		case *identityv1.WatchKeyIndexResponse_Snapshot:
-			ix.Replace(resp.GetVersion(), ev.Snapshot.GetEntries())
+			ix.Replace(resp.GetVersion(), ev.Snapshot.GetEntries(), ev.Snapshot.GetMemberships()...)
 			got = true
 		case *identityv1.WatchKeyIndexResponse_Upsert:
 			ix.Upsert(resp.GetVersion(), ev.Upsert)
 		case *identityv1.WatchKeyIndexResponse_RemoveKeyId:
 			ix.Remove(resp.GetVersion(), ev.RemoveKeyId)
+		case *identityv1.WatchKeyIndexResponse_UpsertMembership:
+			ix.UpsertMembership(resp.GetVersion(), ev.UpsertMembership)
+		case *identityv1.WatchKeyIndexResponse_RemoveMembership:
+			ix.RemoveMembership(resp.GetVersion(), ev.RemoveMembership)
 		}
 	}
 }

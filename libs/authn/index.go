@@ -2,6 +2,7 @@ package authn
 
 import (
 	"crypto/subtle"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,15 @@ type indexState struct {
 	version int64
 	byHMAC  map[[32]byte]*entry
 	byID    map[string][32]byte
+	// members maps users/{user} to the user's role in each orgs/{org}.
+	// The inner maps are never modified once stored: a change replaces
+	// the user's map, so Principals may share it.
+	members map[string]map[string]identityv1.OrgRole
+}
+
+func newState(version int64, keys, users int) *indexState {
+	return &indexState{version: version, byHMAC: make(map[[32]byte]*entry, keys),
+		byID: make(map[string][32]byte, keys), members: make(map[string]map[string]identityv1.OrgRole, users)}
 }
 
 // Index is the in-memory key index: every usable key's HMAC and owner.
@@ -38,7 +48,7 @@ type Index struct {
 // not Ready until the first Replace.
 func NewIndex(h *Hasher) *Index {
 	ix := &Index{hasher: h}
-	ix.state.Store(&indexState{byHMAC: map[[32]byte]*entry{}, byID: map[string][32]byte{}})
+	ix.state.Store(newState(0, 0, 0))
 	return ix
 }
 
@@ -54,11 +64,15 @@ func (ix *Index) LastUpdate() time.Time { return time.Unix(0, ix.synced.Load()) 
 // Len is the number of keys in the index.
 func (ix *Index) Len() int { return len(ix.state.Load().byHMAC) }
 
-// Replace swaps in a whole snapshot at version.
-func (ix *Index) Replace(version int64, entries []*identityv1.KeyIndexEntry) {
-	s := &indexState{version: version, byHMAC: make(map[[32]byte]*entry, len(entries)), byID: make(map[string][32]byte, len(entries))}
+// Replace swaps in a whole snapshot at version: the keys and the
+// organization memberships.
+func (ix *Index) Replace(version int64, entries []*identityv1.KeyIndexEntry, memberships ...*identityv1.MembershipEntry) {
+	s := newState(version, len(entries), len(memberships))
 	for _, e := range entries {
 		s.put(e)
+	}
+	for _, m := range memberships {
+		s.setRole(m.GetUser(), m.GetOrganization(), m.GetRole())
 	}
 	ix.mu.Lock()
 	ix.state.Store(s)
@@ -77,6 +91,26 @@ func (ix *Index) Remove(version int64, keyID string) {
 	ix.update(version, func(s *indexState) { s.drop(keyID) })
 }
 
+// UpsertMembership sets a user's role in an organization. Changes older
+// than the index are ignored.
+func (ix *Index) UpsertMembership(version int64, m *identityv1.MembershipEntry) {
+	ix.update(version, func(s *indexState) { s.setRole(m.GetUser(), m.GetOrganization(), m.GetRole()) })
+}
+
+// RemoveMembership ends a user's membership of an organization. Changes
+// older than the index are ignored.
+func (ix *Index) RemoveMembership(version int64, m *identityv1.MembershipEntry) {
+	ix.update(version, func(s *indexState) {
+		s.setRole(m.GetUser(), m.GetOrganization(), identityv1.OrgRole_ORG_ROLE_UNSPECIFIED)
+	})
+}
+
+// Roles returns the role of user (users/{user}) in each organization it is
+// a member of, keyed by orgs/{org}. The map is shared: never modify it.
+func (ix *Index) Roles(user string) map[string]identityv1.OrgRole {
+	return ix.state.Load().members[user]
+}
+
 func (ix *Index) update(version int64, apply func(*indexState)) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -84,13 +118,12 @@ func (ix *Index) update(version int64, apply func(*indexState)) {
 	if version <= old.version {
 		return
 	}
-	s := &indexState{version: version, byHMAC: make(map[[32]byte]*entry, len(old.byHMAC)+1), byID: make(map[string][32]byte, len(old.byID)+1)}
-	for k, v := range old.byHMAC {
-		s.byHMAC[k] = v
-	}
-	for k, v := range old.byID {
-		s.byID[k] = v
-	}
+	// Copying every map on each change keeps reads lock-free; keys and
+	// memberships change at human rates, so the cost is fine.
+	s := newState(version, len(old.byHMAC)+1, len(old.members)+1)
+	maps.Copy(s.byHMAC, old.byHMAC)
+	maps.Copy(s.byID, old.byID)
+	maps.Copy(s.members, old.members)
 	apply(s)
 	ix.state.Store(s)
 	ix.synced.Store(time.Now().UnixNano())
@@ -111,13 +144,37 @@ func (s *indexState) put(e *identityv1.KeyIndexEntry) {
 		Organization: e.GetOrganization(),
 		Project:      e.GetProject(),
 		// A copy, so that the entry the caller passed stays theirs.
-		AllowedModels: slices.Clone(e.GetAllowedModels()),
+		AllowedModels:   slices.Clone(e.GetAllowedModels()),
+		AllowedMCPTools: slices.Clone(e.GetAllowedMcpTools()),
+		Owner:           e.GetOwner(),
 	}}
 	if e.GetExpireTime() != nil {
 		en.expires = e.GetExpireTime().AsTime()
 	}
 	s.byHMAC[h] = en
 	s.byID[e.GetKeyId()] = h
+}
+
+// setRole sets user's role in org; ORG_ROLE_UNSPECIFIED ends the
+// membership. It replaces the user's map rather than changing it.
+func (s *indexState) setRole(user, org string, role identityv1.OrgRole) {
+	if user == "" || org == "" {
+		return
+	}
+	roles := maps.Clone(s.members[user])
+	if roles == nil {
+		roles = map[string]identityv1.OrgRole{}
+	}
+	if role == identityv1.OrgRole_ORG_ROLE_UNSPECIFIED {
+		delete(roles, org)
+	} else {
+		roles[org] = role
+	}
+	if len(roles) == 0 {
+		delete(s.members, user)
+		return
+	}
+	s.members[user] = roles
 }
 
 func (s *indexState) drop(keyID string) {

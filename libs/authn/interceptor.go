@@ -18,9 +18,12 @@ import (
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 )
 
-// Authenticator verifies an API key; *Index is one.
+// Authenticator verifies an API key and knows users' organization roles;
+// *Index is one.
 type Authenticator interface {
 	Authenticate(key string, now time.Time) (Principal, error)
+	// Roles returns user's role in each organization (see Index.Roles).
+	Roles(user string) map[string]identityv1.OrgRole
 }
 
 // Interceptor authenticates every gRPC call of a service (and so every REST
@@ -134,7 +137,11 @@ func (i *Interceptor) authenticateToken(ctx context.Context, method, raw string)
 	claims, err := i.Tokens.Verify(ctx, raw)
 	switch {
 	case err == nil:
-		return NewContext(ctx, userPrincipal(claims)), nil
+		p := userPrincipal(claims)
+		if i.Auth != nil {
+			p.Roles = i.Auth.Roles(p.Subject)
+		}
+		return NewContext(ctx, p), nil
 	case errors.Is(err, ErrUnauthenticated):
 		return ctx, i.deny(ctx, method, status.Error(codes.Unauthenticated, "invalid access token: malformed, expired or not for this service"))
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):

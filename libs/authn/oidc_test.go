@@ -643,8 +643,13 @@ func TestInterceptorTokens(t *testing.T) {
 	h := hasher(t)
 	ix := authn.NewIndex(h)
 	apiKey := newKey(t)
-	ix.Replace(1, []*identityv1.KeyIndexEntry{entry(h, "k1", apiKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN)})
+	ix.Replace(1, []*identityv1.KeyIndexEntry{entry(h, "k1", apiKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN)},
+		&identityv1.MembershipEntry{User: "users/alice", Organization: "orgs/org-a", Role: identityv1.OrgRole_ORG_ROLE_MEMBER},
+		&identityv1.MembershipEntry{User: "users/carol", Organization: "orgs/org-a", Role: identityv1.OrgRole_ORG_ROLE_ADMIN})
 	token := k.sign(t, claimsAt(f.url(), clk.Now(), nil))
+	orgAdminToken := k.sign(t, claimsAt(f.url(), clk.Now(), func(c map[string]any) {
+		c["sub"], c["preferred_username"] = "carol", "carol"
+	}))
 	adminToken := k.sign(t, claimsAt(f.url(), clk.Now(), func(c map[string]any) {
 		c["sub"], c["preferred_username"] = "root", "root"
 		c["groups"] = []string{"web", authn.PlatformAdminGroup}
@@ -662,15 +667,16 @@ func TestInterceptorTokens(t *testing.T) {
 		_, err := ic.Unary()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: identityv1.IdentityService_ListApiKeys_FullMethodName},
 			func(ctx context.Context, _ any) (any, error) {
 				p, _ = authn.FromContext(ctx)
-				if err := authn.Authorize(ctx); err != nil {
-					return nil, status.Error(codes.PermissionDenied, "platform admins only")
+				if err := authn.Require(ctx, "orgs/org-a/projects/p1", identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
+					return nil, status.Error(codes.PermissionDenied, "admins of org-a only")
 				}
 				return nil, nil
 			})
 		return p, err
 	}
 	withTokens := &authn.Interceptor{Auth: ix, Tokens: v}
-	alice := authn.Principal{Subject: "users/alice", Kind: authn.KindUser, Username: "alice", Email: "alice@example.com"}
+	alice := authn.Principal{Subject: "users/alice", Kind: authn.KindUser, Username: "alice", Email: "alice@example.com",
+		Roles: map[string]identityv1.OrgRole{"orgs/org-a": identityv1.OrgRole_ORG_ROLE_MEMBER}}
 	keysOnly := &authn.Interceptor{Auth: ix}
 
 	tests := []struct {
@@ -680,10 +686,15 @@ func TestInterceptorTokens(t *testing.T) {
 		want     authn.Principal
 		wantCode codes.Code
 	}{
-		{"access token: a user, not an admin", withTokens, token, alice, codes.PermissionDenied},
+		{"access token: a member, not an admin", withTokens, token, alice, codes.PermissionDenied},
+		{"access token of an org admin", withTokens, orgAdminToken,
+			authn.Principal{Subject: "users/carol", Kind: authn.KindUser, Username: "carol", Email: "alice@example.com",
+				Roles: map[string]identityv1.OrgRole{"orgs/org-a": identityv1.OrgRole_ORG_ROLE_ADMIN}}, codes.OK},
 		{"access token of a platform-admins member", withTokens, adminToken,
 			authn.Principal{Subject: "users/root", Kind: authn.KindUser, Username: "root", Email: "alice@example.com", Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN}, codes.OK},
 		{"access token with look-alike groups", withTokens, lookalike, alice, codes.PermissionDenied},
+		{"access token without memberships known", &authn.Interceptor{Auth: authn.NewIndex(h), Tokens: v}, orgAdminToken,
+			authn.Principal{Subject: "users/carol", Kind: authn.KindUser, Username: "carol", Email: "alice@example.com"}, codes.PermissionDenied},
 		{"API key beside tokens", withTokens, apiKey,
 			authn.Principal{Subject: "keys/k1", Kind: authn.KindAPIKey, KeyID: "k1", Prefix: authn.DisplayPrefix(apiKey), Role: identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN}, codes.OK},
 		{"expired access token", withTokens, expired, authn.Principal{}, codes.Unauthenticated},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 )
@@ -41,8 +42,11 @@ type Principal struct {
 	Prefix string
 	// Role is what the caller may do: a key's role, or for a user
 	// ROLE_PLATFORM_ADMIN when the token lists PlatformAdminGroup and
-	// unset otherwise (organization roles will come from memberships).
+	// unset otherwise (a user's organization roles are in Roles).
 	Role identityv1.KeyIndexEntry_Role
+	// Roles maps orgs/{org} to a user's role there, from the key index's
+	// memberships; nil for keys. Shared with the index: never modify it.
+	Roles map[string]identityv1.OrgRole
 	// Organization is orgs/{org} for a project key, empty for a platform admin.
 	Organization string
 	// Project is orgs/{org}/projects/{project} for a project key.
@@ -51,6 +55,13 @@ type Principal struct {
 	// empty for every route of its project. Shared between the principals
 	// of one index entry: never modify it.
 	AllowedModels []string
+	// AllowedMCPTools are the MCP tools ({server}/{tool} or {server}/*)
+	// a project key may call; empty for every tool of its project. Shared
+	// like AllowedModels.
+	AllowedMCPTools []string
+	// Owner is the principal a key acts for (users/{user}), empty for a
+	// project's own key.
+	Owner string
 	// Username and Email are a user's preferred_username and email claims,
 	// for logs and display only: users can often change them, so nothing
 	// is decided or recorded by them (audit records name Subject).
@@ -81,6 +92,11 @@ var (
 	ErrPermissionDenied = errors.New("permission denied")
 )
 
+// DeniedMessage is what every service tells a caller Require refused. It
+// names no resource and does not say whether the target exists.
+const DeniedMessage = "permission denied: this call needs a role you do not hold in the organization it names " +
+	"(org admin or member, from your memberships) or platform admin"
+
 type principalKey struct{}
 
 // NewContext returns ctx carrying p.
@@ -94,18 +110,80 @@ func FromContext(ctx context.Context) (Principal, bool) {
 	return p, ok
 }
 
-// Authorize admits platform admins (keys and users) to an administrative
-// method. It returns ErrUnauthenticated without a principal and
-// ErrPermissionDenied for any other caller, signed-in users outside
-// PlatformAdminGroup included, until roles scoped to an organization come
-// with memberships.
-func Authorize(ctx context.Context) error {
+// Require is the one authorization check of every service: it admits the
+// caller when they hold at least role in the organization that resource
+// lies in. resource is any resource name or parent (orgs/{org},
+// orgs/{org}/projects/{project}/..., "" for platform-level methods);
+// platform admins pass everywhere, an org admin passes for member and admin
+// methods of their organization, a member for member methods of theirs.
+// Names outside an organization (and malformed ones) admit platform admins
+// only, so the check never depends on a name parsing the way a handler
+// parses it later. It returns ErrUnauthenticated without a principal and
+// ErrPermissionDenied otherwise; API keys other than platform-admin keys
+// hold no organization role.
+func Require(ctx context.Context, resource string, role identityv1.OrgRole) error {
 	p, ok := FromContext(ctx)
 	if !ok {
 		return ErrUnauthenticated
 	}
-	if !p.IsPlatformAdmin() {
+	if p.IsPlatformAdmin() {
+		return nil
+	}
+	org := OrganizationOf(resource)
+	if org == "" || role == identityv1.OrgRole_ORG_ROLE_UNSPECIFIED {
 		return ErrPermissionDenied
 	}
-	return nil
+	if Covers(p.Roles[org], role) {
+		return nil
+	}
+	return ErrPermissionDenied
+}
+
+// RequirePlatformAdmin admits platform admins only: for methods that span
+// organizations (creating them, listing all of them, global settings).
+func RequirePlatformAdmin(ctx context.Context) error {
+	return Require(ctx, "", identityv1.OrgRole_ORG_ROLE_UNSPECIFIED)
+}
+
+// Covers reports whether holding role have allows what need requires: an
+// admin may do what a member may.
+func Covers(have, need identityv1.OrgRole) bool {
+	switch need {
+	case identityv1.OrgRole_ORG_ROLE_ADMIN:
+		return have == identityv1.OrgRole_ORG_ROLE_ADMIN
+	case identityv1.OrgRole_ORG_ROLE_MEMBER:
+		return have == identityv1.OrgRole_ORG_ROLE_ADMIN || have == identityv1.OrgRole_ORG_ROLE_MEMBER
+	default:
+		return false
+	}
+}
+
+// OrganizationOf returns orgs/{org} for a resource name in an organization,
+// and "" for any other string. It accepts only the first two segments'
+// shape, not the whole name's: callers validate names themselves.
+func OrganizationOf(name string) string {
+	rest, ok := strings.CutPrefix(name, "orgs/")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	if !validID(id) {
+		return ""
+	}
+	return "orgs/" + id
+}
+
+// validID reports whether id has the shape of organization and project
+// ids: 3 to 63 characters of a-z, 0-9 and -, starting with a letter.
+func validID(id string) bool {
+	if len(id) < 3 || len(id) > 63 || id[0] < 'a' || id[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(id); i++ {
+		c := id[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
 }

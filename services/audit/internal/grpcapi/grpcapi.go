@@ -15,6 +15,7 @@ import (
 
 	"github.com/moat-ai/moat/libs/authn"
 	auditv1 "github.com/moat-ai/moat/proto/gen/go/moat/audit/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/audit/internal/audit"
 )
 
@@ -33,7 +34,7 @@ func New(svc *audit.Service, log *slog.Logger) *Server {
 
 // ListAuditEvents lists an organization's audit records, newest first.
 func (s *Server) ListAuditEvents(ctx context.Context, req *auditv1.ListAuditEventsRequest) (*auditv1.ListAuditEventsResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.fail(ctx, err)
 	}
 	page, err := s.svc.List(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken())
@@ -105,7 +106,7 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "missing or invalid credentials")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
+		return status.Error(codes.PermissionDenied, authn.DeniedMessage)
 	case errors.As(err, &verr):
 		st := status.New(codes.InvalidArgument, verr.Error())
 		if d, derr := st.WithDetails(&errdetails.BadRequest{

@@ -15,6 +15,7 @@ import (
 
 	"github.com/moat-ai/moat/libs/authn"
 	billingv1 "github.com/moat-ai/moat/proto/gen/go/moat/billing/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/billing/internal/billing"
 )
 
@@ -34,7 +35,7 @@ func New(svc *billing.Service, log *slog.Logger) *Server {
 // ListUsageEntries lists the entries of an organization or a project,
 // newest first.
 func (s *Server) ListUsageEntries(ctx context.Context, req *billingv1.ListUsageEntriesRequest) (*billingv1.ListUsageEntriesResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.fail(ctx, err)
 	}
 	page, err := s.svc.ListEntries(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken())
@@ -53,7 +54,7 @@ func (s *Server) ListUsageEntries(ctx context.Context, req *billingv1.ListUsageE
 
 // GetUsageTotals sums the entries of an organization or a project.
 func (s *Server) GetUsageTotals(ctx context.Context, req *billingv1.GetUsageTotalsRequest) (*billingv1.GetUsageTotalsResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.fail(ctx, err)
 	}
 	t, err := s.svc.Totals(ctx, req.GetParent())
@@ -110,7 +111,7 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "missing or invalid credentials")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
+		return status.Error(codes.PermissionDenied, authn.DeniedMessage)
 	case errors.As(err, &verr):
 		st := status.New(codes.InvalidArgument, verr.Error())
 		if d, derr := st.WithDetails(&errdetails.BadRequest{

@@ -5,9 +5,12 @@ import (
 
 	"github.com/moat-ai/moat/libs/authn"
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 )
 
-// Every administrative method starts with authn.Authorize. Mutating
+// Every administrative method starts with authn.Require (platform admins
+// for organizations themselves, org admins for changes and for providers,
+// members for reading projects and routes). Mutating
 // methods build their audit record first: a success writes it with the
 // change (in the store's transaction), anything else through refuse.
 
@@ -19,7 +22,7 @@ func (s *Server) read(ctx context.Context, err error) error { return s.status(ct
 // CreateOrganization implements configv1.ConfigServiceServer.
 func (s *Server) CreateOrganization(ctx context.Context, req *configv1.CreateOrganizationRequest) (*configv1.CreateOrganizationResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_CreateOrganization_FullMethodName, "", req.GetRequestId())
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.RequirePlatformAdmin(ctx); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	o, err := s.svc.CreateOrganization(ctx, a, req.GetOrganizationId(), organizationIn(req.GetOrganization()), req.GetRequestId())
@@ -31,7 +34,7 @@ func (s *Server) CreateOrganization(ctx context.Context, req *configv1.CreateOrg
 
 // GetOrganization implements configv1.ConfigServiceServer.
 func (s *Server) GetOrganization(ctx context.Context, req *configv1.GetOrganizationRequest) (*configv1.GetOrganizationResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_MEMBER); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	o, err := s.svc.Organization(ctx, req.GetName())
@@ -43,7 +46,7 @@ func (s *Server) GetOrganization(ctx context.Context, req *configv1.GetOrganizat
 
 // ListOrganizations implements configv1.ConfigServiceServer.
 func (s *Server) ListOrganizations(ctx context.Context, req *configv1.ListOrganizationsRequest) (*configv1.ListOrganizationsResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.RequirePlatformAdmin(ctx); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	items, next, err := s.svc.ListOrganizations(ctx, req.GetPageSize(), req.GetPageToken())
@@ -60,7 +63,7 @@ func (s *Server) ListOrganizations(ctx context.Context, req *configv1.ListOrgani
 // UpdateOrganization implements configv1.ConfigServiceServer.
 func (s *Server) UpdateOrganization(ctx context.Context, req *configv1.UpdateOrganizationRequest) (*configv1.UpdateOrganizationResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_UpdateOrganization_FullMethodName, req.GetOrganization().GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetOrganization().GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	o, err := s.svc.UpdateOrganization(ctx, a, organizationIn(req.GetOrganization()), req.GetUpdateMask().GetPaths())
@@ -73,7 +76,7 @@ func (s *Server) UpdateOrganization(ctx context.Context, req *configv1.UpdateOrg
 // DeleteOrganization implements configv1.ConfigServiceServer.
 func (s *Server) DeleteOrganization(ctx context.Context, req *configv1.DeleteOrganizationRequest) (*configv1.DeleteOrganizationResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_DeleteOrganization_FullMethodName, req.GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.RequirePlatformAdmin(ctx); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	if err := s.svc.DeleteOrganization(ctx, a, req.GetName()); err != nil {
@@ -87,7 +90,7 @@ func (s *Server) DeleteOrganization(ctx context.Context, req *configv1.DeleteOrg
 // CreateProject implements configv1.ConfigServiceServer.
 func (s *Server) CreateProject(ctx context.Context, req *configv1.CreateProjectRequest) (*configv1.CreateProjectResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_CreateProject_FullMethodName, req.GetParent(), req.GetRequestId())
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	p, err := s.svc.CreateProject(ctx, a, req.GetParent(), req.GetProjectId(), projectIn(req.GetProject()), req.GetRequestId())
@@ -99,7 +102,7 @@ func (s *Server) CreateProject(ctx context.Context, req *configv1.CreateProjectR
 
 // GetProject implements configv1.ConfigServiceServer.
 func (s *Server) GetProject(ctx context.Context, req *configv1.GetProjectRequest) (*configv1.GetProjectResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_MEMBER); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	p, err := s.svc.Project(ctx, req.GetName())
@@ -111,7 +114,7 @@ func (s *Server) GetProject(ctx context.Context, req *configv1.GetProjectRequest
 
 // ListProjects implements configv1.ConfigServiceServer.
 func (s *Server) ListProjects(ctx context.Context, req *configv1.ListProjectsRequest) (*configv1.ListProjectsResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_MEMBER); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	items, next, err := s.svc.ListProjects(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken())
@@ -128,7 +131,7 @@ func (s *Server) ListProjects(ctx context.Context, req *configv1.ListProjectsReq
 // UpdateProject implements configv1.ConfigServiceServer.
 func (s *Server) UpdateProject(ctx context.Context, req *configv1.UpdateProjectRequest) (*configv1.UpdateProjectResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_UpdateProject_FullMethodName, req.GetProject().GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetProject().GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	p, err := s.svc.UpdateProject(ctx, a, projectIn(req.GetProject()), req.GetUpdateMask().GetPaths())
@@ -141,7 +144,7 @@ func (s *Server) UpdateProject(ctx context.Context, req *configv1.UpdateProjectR
 // DeleteProject implements configv1.ConfigServiceServer.
 func (s *Server) DeleteProject(ctx context.Context, req *configv1.DeleteProjectRequest) (*configv1.DeleteProjectResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_DeleteProject_FullMethodName, req.GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	if err := s.svc.DeleteProject(ctx, a, req.GetName()); err != nil {
@@ -155,7 +158,7 @@ func (s *Server) DeleteProject(ctx context.Context, req *configv1.DeleteProjectR
 // CreateProvider implements configv1.ConfigServiceServer.
 func (s *Server) CreateProvider(ctx context.Context, req *configv1.CreateProviderRequest) (*configv1.CreateProviderResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_CreateProvider_FullMethodName, req.GetParent(), req.GetRequestId())
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	p, err := s.svc.CreateProvider(ctx, a, req.GetParent(), req.GetProviderId(), providerIn(req.GetProvider()),
@@ -168,7 +171,7 @@ func (s *Server) CreateProvider(ctx context.Context, req *configv1.CreateProvide
 
 // GetProvider implements configv1.ConfigServiceServer.
 func (s *Server) GetProvider(ctx context.Context, req *configv1.GetProviderRequest) (*configv1.GetProviderResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	p, err := s.svc.Provider(ctx, req.GetName())
@@ -180,7 +183,7 @@ func (s *Server) GetProvider(ctx context.Context, req *configv1.GetProviderReque
 
 // ListProviders implements configv1.ConfigServiceServer.
 func (s *Server) ListProviders(ctx context.Context, req *configv1.ListProvidersRequest) (*configv1.ListProvidersResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	items, next, err := s.svc.ListProviders(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken())
@@ -197,7 +200,7 @@ func (s *Server) ListProviders(ctx context.Context, req *configv1.ListProvidersR
 // UpdateProvider implements configv1.ConfigServiceServer.
 func (s *Server) UpdateProvider(ctx context.Context, req *configv1.UpdateProviderRequest) (*configv1.UpdateProviderResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_UpdateProvider_FullMethodName, req.GetProvider().GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetProvider().GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	p, err := s.svc.UpdateProvider(ctx, a, providerIn(req.GetProvider()), req.GetProvider().GetCredential(), req.GetUpdateMask().GetPaths())
@@ -210,7 +213,7 @@ func (s *Server) UpdateProvider(ctx context.Context, req *configv1.UpdateProvide
 // DeleteProvider implements configv1.ConfigServiceServer.
 func (s *Server) DeleteProvider(ctx context.Context, req *configv1.DeleteProviderRequest) (*configv1.DeleteProviderResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_DeleteProvider_FullMethodName, req.GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	if err := s.svc.DeleteProvider(ctx, a, req.GetName()); err != nil {
@@ -224,7 +227,7 @@ func (s *Server) DeleteProvider(ctx context.Context, req *configv1.DeleteProvide
 // CreateRoute implements configv1.ConfigServiceServer.
 func (s *Server) CreateRoute(ctx context.Context, req *configv1.CreateRouteRequest) (*configv1.CreateRouteResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_CreateRoute_FullMethodName, req.GetParent(), req.GetRequestId())
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	r, err := s.svc.CreateRoute(ctx, a, req.GetParent(), req.GetRouteId(), routeIn(req.GetRoute()), req.GetRequestId())
@@ -236,7 +239,7 @@ func (s *Server) CreateRoute(ctx context.Context, req *configv1.CreateRouteReque
 
 // GetRoute implements configv1.ConfigServiceServer.
 func (s *Server) GetRoute(ctx context.Context, req *configv1.GetRouteRequest) (*configv1.GetRouteResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_MEMBER); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	r, err := s.svc.Route(ctx, req.GetName())
@@ -248,7 +251,7 @@ func (s *Server) GetRoute(ctx context.Context, req *configv1.GetRouteRequest) (*
 
 // ListRoutes implements configv1.ConfigServiceServer.
 func (s *Server) ListRoutes(ctx context.Context, req *configv1.ListRoutesRequest) (*configv1.ListRoutesResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_MEMBER); err != nil {
 		return nil, s.read(ctx, err)
 	}
 	items, next, err := s.svc.ListRoutes(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken())
@@ -265,7 +268,7 @@ func (s *Server) ListRoutes(ctx context.Context, req *configv1.ListRoutesRequest
 // UpdateRoute implements configv1.ConfigServiceServer.
 func (s *Server) UpdateRoute(ctx context.Context, req *configv1.UpdateRouteRequest) (*configv1.UpdateRouteResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_UpdateRoute_FullMethodName, req.GetRoute().GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetRoute().GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	r, err := s.svc.UpdateRoute(ctx, a, routeIn(req.GetRoute()), req.GetUpdateMask().GetPaths())
@@ -278,7 +281,7 @@ func (s *Server) UpdateRoute(ctx context.Context, req *configv1.UpdateRouteReque
 // DeleteRoute implements configv1.ConfigServiceServer.
 func (s *Server) DeleteRoute(ctx context.Context, req *configv1.DeleteRouteRequest) (*configv1.DeleteRouteResponse, error) {
 	a := s.auditRecord(ctx, configv1.ConfigService_DeleteRoute_FullMethodName, req.GetName(), "")
-	if err := authn.Authorize(ctx); err != nil {
+	if err := authn.Require(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_ADMIN); err != nil {
 		return nil, s.refuse(ctx, a, err)
 	}
 	if err := s.svc.DeleteRoute(ctx, a, req.GetName()); err != nil {

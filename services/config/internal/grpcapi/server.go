@@ -1,5 +1,5 @@
 // Package grpcapi serves moat.config.v1.ConfigService: it maps the API onto
-// config.Service, admits platform admins to the administrative methods,
+// config.Service, authorizes each call by the caller's role (authn.Require),
 // audits every mutating call whether it succeeds or not, and streams the
 // configuration to gateways.
 package grpcapi
@@ -265,7 +265,7 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "authentication required")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
+		return status.Error(codes.PermissionDenied, authn.DeniedMessage)
 	case errors.Is(err, config.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, config.ErrAlreadyExists):

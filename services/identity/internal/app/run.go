@@ -77,6 +77,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	store := postgres.NewStore(pool, tel.Propagator)
 	svc := identity.NewService(store, hasher, time.Now)
+	if cfg.Keycloak.URL != "" {
+		svc.Broker = newBroker(cfg.Keycloak)
+	}
 
 	// Before serving: whoever starts first makes sure an admin can get in.
 	bootstrap := identity.Call{Actor: "system", Action: grpcapi.Action(identityv1.IdentityService_CreateApiKey_FullMethodName), RequestID: "bootstrap"}

@@ -64,11 +64,13 @@ func New(svc *identity.Service, keys Subscriber, log *slog.Logger, done <-chan s
 // CreateApiKey implements identityv1.IdentityServiceServer.
 func (s *Server) CreateApiKey(ctx context.Context, req *identityv1.CreateApiKeyRequest) (*identityv1.CreateApiKeyResponse, error) {
 	call := callOf(ctx, identityv1.IdentityService_CreateApiKey_FullMethodName, req.GetRequestId())
-	if err := authn.Authorize(ctx); err != nil {
+	actor, err := authorize(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_MEMBER)
+	if err != nil {
 		return nil, s.refuse(ctx, call, req.GetParent(), err)
 	}
 	r := identity.CreateRequest{Parent: req.GetParent(), DisplayName: req.GetApiKey().GetDisplayName(),
-		RequestID: req.GetRequestId(), AllowedModels: req.GetApiKey().GetAllowedModels()}
+		RequestID: req.GetRequestId(), AllowedModels: req.GetApiKey().GetAllowedModels(),
+		AllowedMCPTools: req.GetApiKey().GetAllowedMcpTools(), Owner: req.GetApiKey().GetOwner()}
 	if req.GetApiKey() == nil {
 		return nil, s.refuse(ctx, call, req.GetParent(), &identity.ValidationError{Field: "api_key", Reason: "is required"})
 	}
@@ -78,7 +80,7 @@ func (s *Server) CreateApiKey(ctx context.Context, req *identityv1.CreateApiKeyR
 		}
 		r.ExpireTime = ts.AsTime()
 	}
-	k, secret, err := s.svc.CreateKey(ctx, call, r)
+	k, secret, err := s.svc.CreateKey(ctx, call, actor, r)
 	if err != nil {
 		return nil, s.refuse(ctx, call, req.GetParent(), err)
 	}
@@ -87,10 +89,11 @@ func (s *Server) CreateApiKey(ctx context.Context, req *identityv1.CreateApiKeyR
 
 // ListApiKeys implements identityv1.IdentityServiceServer.
 func (s *Server) ListApiKeys(ctx context.Context, req *identityv1.ListApiKeysRequest) (*identityv1.ListApiKeysResponse, error) {
-	if err := authn.Authorize(ctx); err != nil {
+	actor, err := authorize(ctx, req.GetParent(), identityv1.OrgRole_ORG_ROLE_MEMBER)
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	keys, next, err := s.svc.ListKeys(ctx, req.GetParent(), int(req.GetPageSize()), req.GetPageToken())
+	keys, next, err := s.svc.ListKeys(ctx, actor, req.GetParent(), int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, s.fail(ctx, err)
 	}
@@ -104,10 +107,11 @@ func (s *Server) ListApiKeys(ctx context.Context, req *identityv1.ListApiKeysReq
 // RevokeApiKey implements identityv1.IdentityServiceServer.
 func (s *Server) RevokeApiKey(ctx context.Context, req *identityv1.RevokeApiKeyRequest) (*identityv1.RevokeApiKeyResponse, error) {
 	call := callOf(ctx, identityv1.IdentityService_RevokeApiKey_FullMethodName, "")
-	if err := authn.Authorize(ctx); err != nil {
+	actor, err := authorize(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_MEMBER)
+	if err != nil {
 		return nil, s.refuse(ctx, call, req.GetName(), err)
 	}
-	k, err := s.svc.RevokeKey(ctx, call, req.GetName())
+	k, err := s.svc.RevokeKey(ctx, call, actor, req.GetName())
 	if err != nil {
 		return nil, s.refuse(ctx, call, req.GetName(), err)
 	}
@@ -117,7 +121,8 @@ func (s *Server) RevokeApiKey(ctx context.Context, req *identityv1.RevokeApiKeyR
 // RotateApiKey implements identityv1.IdentityServiceServer.
 func (s *Server) RotateApiKey(ctx context.Context, req *identityv1.RotateApiKeyRequest) (*identityv1.RotateApiKeyResponse, error) {
 	call := callOf(ctx, identityv1.IdentityService_RotateApiKey_FullMethodName, req.GetRequestId())
-	if err := authn.Authorize(ctx); err != nil {
+	actor, err := authorize(ctx, req.GetName(), identityv1.OrgRole_ORG_ROLE_MEMBER)
+	if err != nil {
 		return nil, s.refuse(ctx, call, req.GetName(), err)
 	}
 	r := identity.RotateRequest{Name: req.GetName(), RequestID: req.GetRequestId()}
@@ -128,7 +133,7 @@ func (s *Server) RotateApiKey(ctx context.Context, req *identityv1.RotateApiKeyR
 		grace := d.AsDuration()
 		r.GracePeriod = &grace
 	}
-	old, successor, secret, err := s.svc.RotateKey(ctx, call, r)
+	old, successor, secret, err := s.svc.RotateKey(ctx, call, actor, r)
 	if err != nil {
 		return nil, s.refuse(ctx, call, req.GetName(), err)
 	}
@@ -166,13 +171,19 @@ type streamSink struct {
 	stream grpc.ServerStreamingServer[identityv1.WatchKeyIndexResponse]
 }
 
-func (x streamSink) Snapshot(version int64, keys []identity.Key) error {
-	entries := make([]*identityv1.KeyIndexEntry, len(keys))
-	for i, k := range keys {
-		entries[i] = toEntry(k)
-	}
+func (x streamSink) Snapshot(version int64, keys []identity.Key, members []identity.Member) error {
 	return x.stream.Send(&identityv1.WatchKeyIndexResponse{Version: version,
-		Event: &identityv1.WatchKeyIndexResponse_Snapshot{Snapshot: &identityv1.KeyIndexSnapshot{Entries: entries}}})
+		Event: &identityv1.WatchKeyIndexResponse_Snapshot{Snapshot: toSnapshot(keys, members)}})
+}
+
+func (x streamSink) Member(m identity.Member) error {
+	resp := &identityv1.WatchKeyIndexResponse{Version: m.Version}
+	if m.Active() {
+		resp.Event = &identityv1.WatchKeyIndexResponse_UpsertMembership{UpsertMembership: toMembershipEntry(m)}
+	} else {
+		resp.Event = &identityv1.WatchKeyIndexResponse_RemoveMembership{RemoveMembership: toMembershipEntry(m)}
+	}
+	return x.stream.Send(resp)
 }
 
 func (x streamSink) Upsert(k identity.Key) error {
@@ -187,9 +198,15 @@ func (x streamSink) Remove(version int64, id string) error {
 
 // mutations are the audited methods.
 var mutations = map[string]bool{
-	identityv1.IdentityService_CreateApiKey_FullMethodName: true,
-	identityv1.IdentityService_RevokeApiKey_FullMethodName: true,
-	identityv1.IdentityService_RotateApiKey_FullMethodName: true,
+	identityv1.IdentityService_CreateApiKey_FullMethodName:           true,
+	identityv1.IdentityService_RevokeApiKey_FullMethodName:           true,
+	identityv1.IdentityService_RotateApiKey_FullMethodName:           true,
+	identityv1.IdentityService_CreateMember_FullMethodName:           true,
+	identityv1.IdentityService_UpdateMember_FullMethodName:           true,
+	identityv1.IdentityService_DeleteMember_FullMethodName:           true,
+	identityv1.IdentityService_CreateIdentityProvider_FullMethodName: true,
+	identityv1.IdentityService_UpdateIdentityProvider_FullMethodName: true,
+	identityv1.IdentityService_DeleteIdentityProvider_FullMethodName: true,
 }
 
 type targetKey struct{}
@@ -214,6 +231,18 @@ func (s *Server) Unary() grpc.UnaryServerInterceptor {
 			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
 		case *identityv1.RotateApiKeyRequest:
 			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName(), requestID: r.GetRequestId()})
+		case *identityv1.CreateMemberRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetParent()})
+		case *identityv1.UpdateMemberRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetMember().GetName()})
+		case *identityv1.DeleteMemberRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
+		case *identityv1.CreateIdentityProviderRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetParent()})
+		case *identityv1.UpdateIdentityProviderRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetIdentityProvider().GetName()})
+		case *identityv1.DeleteIdentityProviderRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
 		}
 		return handler(ctx, req)
 	}
@@ -310,9 +339,25 @@ func toStatus(err error) error {
 	case errors.Is(err, authn.ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, "a valid API key is required")
 	case errors.Is(err, authn.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, "this method is for platform admins (a platform-admin key, or a user in the platform-admins group)")
-	case errors.Is(err, identity.ErrNotFound):
-		return status.Error(codes.NotFound, identity.ErrNotFound.Error())
+		return status.Error(codes.PermissionDenied, authn.DeniedMessage)
+	case errors.Is(err, identity.ErrNotOwner):
+		return status.Error(codes.PermissionDenied, identity.ErrNotOwner.Error())
+	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrMemberNotFound), errors.Is(err, identity.ErrIdPNotFound):
+		return status.Error(codes.NotFound, notFoundMessage(err))
+	case errors.Is(err, identity.ErrMemberExists), errors.Is(err, identity.ErrIdPExists), errors.Is(err, identity.ErrDomainTaken):
+		return status.Error(codes.AlreadyExists, existsMessage(err))
+	case errors.Is(err, identity.ErrOwnMembership):
+		return status.Error(codes.FailedPrecondition, identity.ErrOwnMembership.Error())
+	case errors.Is(err, identity.ErrOwnerNotMember):
+		return status.Error(codes.FailedPrecondition, identity.ErrOwnerNotMember.Error())
+	case errors.Is(err, identity.ErrNoBroker):
+		return status.Error(codes.FailedPrecondition, identity.ErrNoBroker.Error())
+	case errors.Is(err, identity.ErrInvalidIdP):
+		return status.Error(codes.InvalidArgument, brokerMessage(err, identity.ErrInvalidIdP))
+	case errors.Is(err, identity.ErrBroker):
+		// Keycloak is down or failed: nothing was changed, and a retry
+		// may work. Its message never carries the client secret.
+		return status.Error(codes.Unavailable, brokerMessage(err, identity.ErrBroker))
 	case errors.Is(err, identity.ErrNotActive):
 		return status.Error(codes.FailedPrecondition, identity.ErrNotActive.Error())
 	case errors.Is(err, identity.ErrRequestIDReused):
@@ -348,7 +393,9 @@ func toAPIKey(k identity.Key) *identityv1.ApiKey {
 		RevokeTime:  timestamp(k.RevokeTime),
 		LastUseTime: timestamp(k.LastUseTime),
 		// A copy: the proto must not alias the domain key.
-		AllowedModels: append([]string(nil), k.AllowedModels...),
+		AllowedModels:   append([]string(nil), k.AllowedModels...),
+		Owner:           k.Owner,
+		AllowedMcpTools: append([]string(nil), k.AllowedMCPTools...),
 	}
 }
 
@@ -369,6 +416,9 @@ func toEntry(k identity.Key) *identityv1.KeyIndexEntry {
 		ExpireTime:    timestamp(k.ExpireTime),
 		Prefix:        k.Prefix,
 		AllowedModels: append([]string(nil), k.AllowedModels...),
+		Owner:         k.Owner,
+		// A copy, like AllowedModels.
+		AllowedMcpTools: append([]string(nil), k.AllowedMCPTools...),
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/moat-ai/moat/libs/authn"
-	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/identity/internal/identity"
 )
 
@@ -60,13 +59,19 @@ type indexSink struct {
 	loaded bool
 }
 
-func (x *indexSink) Snapshot(version int64, keys []identity.Key) error {
-	entries := make([]*identityv1.KeyIndexEntry, 0, len(keys))
-	for _, k := range keys {
-		entries = append(entries, toEntry(k))
-	}
-	x.ix.Replace(version, entries)
+func (x *indexSink) Snapshot(version int64, keys []identity.Key, members []identity.Member) error {
+	snap := toSnapshot(keys, members)
+	x.ix.Replace(version, snap.GetEntries(), snap.GetMemberships()...)
 	x.loaded = true
+	return nil
+}
+
+func (x *indexSink) Member(m identity.Member) error {
+	if m.Active() {
+		x.ix.UpsertMembership(m.Version, toMembershipEntry(m))
+	} else {
+		x.ix.RemoveMembership(m.Version, toMembershipEntry(m))
+	}
 	return nil
 }
 

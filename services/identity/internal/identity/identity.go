@@ -68,6 +68,12 @@ type Key struct {
 	AllowedModels []string
 	// RotatedFrom is the id of the key this one was rotated from, if any.
 	RotatedFrom string
+	// Owner is the principal the key acts for (users/{user}); empty for a
+	// project's own key.
+	Owner string
+	// AllowedMCPTools are the MCP tools the key may call ({server}/{tool}
+	// or {server}/*); nil means every tool of its project.
+	AllowedMCPTools []string
 	// LastUseTime is when the key was last used on the gateway, zero if
 	// never. It is approximate (see keyusage) and not part of the key
 	// index: recording it does not change Version.
@@ -185,17 +191,61 @@ type Store interface {
 	// fails. A missing key is ErrNotFound.
 	RotateKey(ctx context.Context, id, requestID string, fn func(old *Key) (Key, error), audit func(old Key) AuditRecord) (old, successor Key, created bool, _ error)
 	// ListKeys returns at most limit keys of project, newest first,
-	// starting after after (nil: from the newest).
-	ListKeys(ctx context.Context, project string, after *Cursor, limit int) ([]Key, error)
+	// starting after after (nil: from the newest); only those of owner
+	// when owner is not empty.
+	ListKeys(ctx context.Context, project, owner string, after *Cursor, limit int) ([]Key, error)
 	// RecordAudit writes a record in a transaction of its own: for calls
 	// that changed nothing.
 	RecordAudit(ctx context.Context, a AuditRecord) error
 	// IndexSnapshot returns, in one consistent read, the current index
-	// version and every key active at now.
-	IndexSnapshot(ctx context.Context, now time.Time) (version int64, keys []Key, err error)
+	// version, every key active at now and every lasting membership.
+	IndexSnapshot(ctx context.Context, now time.Time) (version int64, keys []Key, members []Member, err error)
 	// KeysChangedSince returns at most limit keys whose version is above
 	// version, in version order.
 	KeysChangedSince(ctx context.Context, version int64, limit int) ([]Key, error)
+	// MembersChangedSince returns at most limit memberships, ended ones
+	// included, whose version is above version, in version order.
+	MembersChangedSince(ctx context.Context, version int64, limit int) ([]Member, error)
+
+	// IsMember reports whether user id is a member of org.
+	IsMember(ctx context.Context, org, userID string) (bool, error)
+	// CreateMember inserts m, or revives an ended membership of the same
+	// user as m; ErrMemberExists when one lasts. audit's record is written
+	// with it.
+	CreateMember(ctx context.Context, m Member, audit func(Member) AuditRecord) (Member, error)
+	// GetMember returns a lasting membership, or ErrMemberNotFound.
+	GetMember(ctx context.Context, org, userID string) (Member, error)
+	// ListMembers returns at most limit lasting memberships of org, oldest
+	// first, after after (nil: from the oldest).
+	ListMembers(ctx context.Context, org string, after *MemberCursor, limit int) ([]Member, error)
+	// UpdateMember loads the membership for update and stores it with a
+	// new version when fn reports a change; audit's record is written
+	// either way.
+	UpdateMember(ctx context.Context, org, userID string, fn func(*Member) bool, audit func(Member) AuditRecord) (Member, error)
+	// DeleteMember ends the membership at now and revokes the keys the user
+	// owns in org, and returns how many; audit's record is written with it.
+	DeleteMember(ctx context.Context, org, userID string, now time.Time, audit func(Member) AuditRecord) (revoked int, _ error)
+	// MembershipsOf returns user id's lasting memberships, oldest first.
+	MembershipsOf(ctx context.Context, userID string) ([]Member, error)
+
+	// CreateIdP inserts p and its email domains (ErrIdPExists,
+	// ErrDomainTaken), runs apply, and writes a, all in one transaction:
+	// when apply fails nothing is stored.
+	CreateIdP(ctx context.Context, p Provider, apply func(context.Context) error, a AuditRecord) error
+	// GetIdP returns a provider or ErrIdPNotFound.
+	GetIdP(ctx context.Context, org, id string) (Provider, error)
+	// IdPByAlias returns the provider with a Keycloak alias, or
+	// ErrIdPNotFound.
+	IdPByAlias(ctx context.Context, alias string) (Provider, error)
+	// ListIdPs returns at most limit providers of org in id order, after
+	// the id after ("" from the first).
+	ListIdPs(ctx context.Context, org, after string, limit int) ([]Provider, error)
+	// UpdateIdP loads a provider for update, lets fn change it (and apply
+	// it to Keycloak), stores it and writes a, in one transaction.
+	UpdateIdP(ctx context.Context, org, id string, fn func(context.Context, *Provider) error, a AuditRecord) (Provider, error)
+	// DeleteIdP loads a provider for update, runs fn on it, deletes it and
+	// writes a, in one transaction.
+	DeleteIdP(ctx context.Context, org, id string, fn func(context.Context, Provider) error, a AuditRecord) error
 	// Bootstrap runs fn in one transaction that no other replica's
 	// Bootstrap runs concurrently with.
 	Bootstrap(ctx context.Context, fn func(context.Context, BootstrapTx) error) error

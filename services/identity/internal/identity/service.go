@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -45,6 +46,11 @@ type Service struct {
 	now    func() time.Time
 	// newKey generates a key; authn.NewKey outside tests.
 	newKey func() (string, error)
+
+	// Broker is Moat's Keycloak, for organizations' identity providers
+	// and just-in-time membership; nil without Keycloak. Set it before
+	// serving.
+	Broker Broker
 }
 
 // NewService returns a Service keeping keys in store, hashed with hasher,
@@ -69,6 +75,12 @@ type CreateRequest struct {
 	// AllowedModels are the logical model names the key may call; empty
 	// for every route of the project.
 	AllowedModels []string
+	// AllowedMCPTools are the MCP tools the key may call; empty for every
+	// tool of the project.
+	AllowedMCPTools []string
+	// Owner is users/{user}; empty for the caller when the caller is a
+	// signed-in user other than a platform admin, else no owner.
+	Owner string
 }
 
 // CreateKey creates a project key and returns its record and the key
@@ -78,10 +90,28 @@ type CreateRequest struct {
 //
 // The project's existence is not checked: projects belong to the config
 // service, and identity holds no copy of them yet.
-func (s *Service) CreateKey(ctx context.Context, call Call, r CreateRequest) (Key, string, error) {
+//
+// A key's owner must be a member of its organization (ErrOwnerNotMember),
+// checked in the transaction that stores the key. Only admins name an
+// owner other than themselves (ErrNotOwner).
+func (s *Service) CreateKey(ctx context.Context, call Call, actor Actor, r CreateRequest) (Key, string, error) {
 	org, err := ParseProject(r.Parent)
 	if err != nil {
 		return Key{}, "", invalid("parent", err.Error())
+	}
+	owner := r.Owner
+	if owner == "" && actor.User != "" && !actor.PlatformAdmin {
+		owner = actor.User
+	}
+	if owner != "" && UserIDOf(owner) == "" {
+		return Key{}, "", invalid("api_key.owner", "must be users/{user}")
+	}
+	if owner != actor.User && !actor.Admin {
+		return Key{}, "", ErrNotOwner
+	}
+	tools, err := checkTools("api_key.allowed_mcp_tools", r.AllowedMCPTools)
+	if err != nil {
+		return Key{}, "", err
 	}
 	if !utf8.ValidString(r.DisplayName) || utf8.RuneCountInString(r.DisplayName) > maxDisplayName {
 		return Key{}, "", invalid("api_key.display_name", fmt.Sprintf("must be at most %d characters of UTF-8", maxDisplayName))
@@ -120,6 +150,9 @@ func (s *Service) CreateKey(ctx context.Context, call Call, r CreateRequest) (Ke
 		CreateTime:    now,
 		ExpireTime:    expire,
 		AllowedModels: models,
+		Owner:         owner,
+		// Normalised like AllowedModels: nil for every tool.
+		AllowedMCPTools: tools,
 	}
 	got, created, err := s.store.CreateKey(ctx, k, func(got Key) AuditRecord { return allowed(call, got, now) })
 	if err != nil {
@@ -135,7 +168,8 @@ func (s *Service) CreateKey(ctx context.Context, call Call, r CreateRequest) (Ke
 // or keys/{key} for a platform admin key) and returns it. Revoking a
 // revoked key returns it unchanged. The call is audited in the transaction
 // of the change.
-func (s *Service) RevokeKey(ctx context.Context, call Call, name string) (Key, error) {
+// Members revoke only keys they own (ErrNotOwner).
+func (s *Service) RevokeKey(ctx context.Context, call Call, actor Actor, name string) (Key, error) {
 	project, id, err := parseKeyName(name)
 	if err != nil {
 		return Key{}, invalid("name", err.Error())
@@ -144,6 +178,9 @@ func (s *Service) RevokeKey(ctx context.Context, call Call, name string) (Key, e
 	k, err := s.store.UpdateKey(ctx, id, func(k *Key) (bool, error) {
 		if k.Project != project {
 			return false, ErrNotFound
+		}
+		if !actor.mayActOn(*k) {
+			return false, ErrNotOwner
 		}
 		if !k.RevokeTime.IsZero() {
 			return false, nil
@@ -155,6 +192,42 @@ func (s *Service) RevokeKey(ctx context.Context, call Call, name string) (Key, e
 		return Key{}, fmt.Errorf("revoke %s: %w", name, err)
 	}
 	return k, nil
+}
+
+// mayActOn reports whether the actor may revoke or rotate k: admins any
+// key of the organization, members their own.
+func (a Actor) mayActOn(k Key) bool {
+	return a.Admin || (a.User != "" && k.Owner == a.User)
+}
+
+// Limits of MCP tool scopes.
+const (
+	maxTools    = 100
+	maxToolName = 200
+)
+
+// checkTools validates a key's allowed MCP tools: at most maxTools entries
+// of the form {server}/{tool} or {server}/*, 1 to maxToolName printable
+// ASCII characters, without duplicates. It returns nil for an empty list.
+func checkTools(field string, tools []string) ([]string, error) {
+	if len(tools) == 0 {
+		return nil, nil
+	}
+	if len(tools) > maxTools {
+		return nil, invalid(field, fmt.Sprintf("must name at most %d tools", maxTools))
+	}
+	seen := make(map[string]bool, len(tools))
+	for i, t := range tools {
+		server, tool, ok := strings.Cut(t, "/")
+		if len(t) > maxToolName || !printableASCII(t) || !ok || server == "" || tool == "" || strings.Contains(tool, "/") || strings.Contains(t, " ") {
+			return nil, invalid(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be {server}/{tool} or {server}/*, at most %d printable ASCII characters without spaces", maxToolName))
+		}
+		if seen[t] {
+			return nil, invalid(fmt.Sprintf("%s[%d]", field, i), "duplicates an earlier tool")
+		}
+		seen[t] = true
+	}
+	return append([]string(nil), tools...), nil
 }
 
 // checkModels validates a key's allowed models: at most maxModels names
@@ -207,7 +280,8 @@ type RotateRequest struct {
 // before returns the first rotation's keys and an empty key (it is shown
 // once). A revoked or expired key is ErrNotActive. The call is audited,
 // with the old key as target, in the transaction of the change.
-func (s *Service) RotateKey(ctx context.Context, call Call, r RotateRequest) (old, successor Key, secret string, _ error) {
+// Members rotate only keys they own (ErrNotOwner).
+func (s *Service) RotateKey(ctx context.Context, call Call, actor Actor, r RotateRequest) (old, successor Key, secret string, _ error) {
 	project, id, err := parseKeyName(r.Name)
 	if err != nil {
 		return Key{}, Key{}, "", invalid("name", err.Error())
@@ -240,6 +314,9 @@ func (s *Service) RotateKey(ctx context.Context, call Call, r RotateRequest) (ol
 		if k.Project != project {
 			return Key{}, ErrNotFound
 		}
+		if !actor.mayActOn(*k) {
+			return Key{}, ErrNotOwner
+		}
 		if !k.Active(now) {
 			return Key{}, ErrNotActive
 		}
@@ -259,6 +336,9 @@ func (s *Service) RotateKey(ctx context.Context, call Call, r RotateRequest) (ol
 			CreateTime:    now,
 			AllowedModels: k.AllowedModels,
 			RotatedFrom:   k.ID,
+			Owner:         k.Owner,
+			// The successor has the same scope.
+			AllowedMCPTools: k.AllowedMCPTools,
 		}, nil
 	}, func(k Key) AuditRecord { return allowed(call, k, now) })
 	if err != nil {
@@ -303,24 +383,28 @@ func (s *Service) RecordRefusal(ctx context.Context, call Call, target string, o
 }
 
 // ListKeys returns a page of parent's keys, revoked ones included, newest
-// first, and the token of the next page ("" on the last one).
-func (s *Service) ListKeys(ctx context.Context, parent string, pageSize int, pageToken string) ([]Key, string, error) {
+// first, and the token of the next page ("" on the last one). Members see
+// only the keys they own.
+func (s *Service) ListKeys(ctx context.Context, actor Actor, parent string, pageSize int, pageToken string) ([]Key, string, error) {
 	if _, err := ParseProject(parent); err != nil {
 		return nil, "", invalid("parent", err.Error())
 	}
-	switch {
-	case pageSize < 0:
-		return nil, "", invalid("page_size", "must not be negative")
-	case pageSize == 0:
-		pageSize = DefaultPageSize
-	case pageSize > MaxPageSize:
-		pageSize = MaxPageSize
+	pageSize, err := pageSizeOf(pageSize)
+	if err != nil {
+		return nil, "", err
+	}
+	owner := ""
+	if !actor.Admin {
+		if actor.User == "" {
+			return nil, "", ErrNotOwner
+		}
+		owner = actor.User
 	}
 	after, err := decodePageToken(parent, pageToken)
 	if err != nil {
 		return nil, "", err
 	}
-	keys, err := s.store.ListKeys(ctx, parent, after, pageSize+1)
+	keys, err := s.store.ListKeys(ctx, parent, owner, after, pageSize+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("list keys of %s: %w", parent, err)
 	}
@@ -361,8 +445,11 @@ func decodePageToken(parent, token string) (*Cursor, error) {
 // IndexSink receives the key index from WatchIndex.
 type IndexSink interface {
 	// Snapshot replaces the whole index: keys are every active key at
+	// version, members every lasting membership.
+	Snapshot(version int64, keys []Key, members []Member) error
+	// Member sets or, for an ended membership, ends m; m.Version is its
 	// version.
-	Snapshot(version int64, keys []Key) error
+	Member(m Member) error
 	// Upsert adds or replaces an active key; k.Version is its version.
 	Upsert(k Key) error
 	// Remove drops the key id, which stopped working at version.
@@ -376,11 +463,11 @@ type IndexSink interface {
 // their expire time. WatchIndex returns ctx's error when ctx ends, or the
 // first error of the store or sink.
 func (s *Service) WatchIndex(ctx context.Context, wake <-chan struct{}, recheck time.Duration, sink IndexSink) error {
-	version, keys, err := s.store.IndexSnapshot(ctx, s.clock())
+	version, keys, members, err := s.store.IndexSnapshot(ctx, s.clock())
 	if err != nil {
 		return fmt.Errorf("read key index snapshot: %w", err)
 	}
-	if err := sink.Snapshot(version, keys); err != nil {
+	if err := sink.Snapshot(version, keys, members); err != nil {
 		return err
 	}
 	t := time.NewTicker(recheck)
@@ -398,27 +485,56 @@ func (s *Service) WatchIndex(ctx context.Context, wake <-chan struct{}, recheck 
 	}
 }
 
-// sendChanges sends every change after version and returns the version
-// reached.
+// sendChanges sends every change after version, keys and memberships
+// merged in version order, and returns the version reached.
 func (s *Service) sendChanges(ctx context.Context, version int64, sink IndexSink) (int64, error) {
 	for {
 		keys, err := s.store.KeysChangedSince(ctx, version, changesBatch)
 		if err != nil {
 			return version, fmt.Errorf("read key index changes after %d: %w", version, err)
 		}
+		members, err := s.store.MembersChangedSince(ctx, version, changesBatch)
+		if err != nil {
+			return version, fmt.Errorf("read membership changes after %d: %w", version, err)
+		}
+		// A full batch may have more changes after its last one: send
+		// nothing past the lowest such bound, and read again from there.
+		bound, more := int64(math.MaxInt64), false
+		if len(keys) == changesBatch {
+			bound, more = keys[len(keys)-1].Version, true
+		}
+		if len(members) == changesBatch {
+			bound, more = min(bound, members[len(members)-1].Version), true
+		}
 		now := s.clock()
-		for _, k := range keys {
-			if k.Active(now) {
-				err = sink.Upsert(k)
+		for len(keys) > 0 || len(members) > 0 {
+			var err error
+			if len(members) == 0 || (len(keys) > 0 && keys[0].Version < members[0].Version) {
+				k := keys[0]
+				if k.Version > bound {
+					break
+				}
+				keys = keys[1:]
+				if k.Active(now) {
+					err = sink.Upsert(k)
+				} else {
+					err = sink.Remove(k.Version, k.ID)
+				}
+				version = k.Version
 			} else {
-				err = sink.Remove(k.Version, k.ID)
+				m := members[0]
+				if m.Version > bound {
+					break
+				}
+				members = members[1:]
+				err = sink.Member(m)
+				version = m.Version
 			}
 			if err != nil {
 				return version, err
 			}
-			version = k.Version
 		}
-		if len(keys) < changesBatch {
+		if !more {
 			return version, nil
 		}
 	}

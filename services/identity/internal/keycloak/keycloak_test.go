@@ -2,20 +2,10 @@ package keycloak_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"html"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/http/cookiejar"
-	"net/url"
-	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -29,40 +19,21 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/keycloaktest"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/identity/internal/keycloak"
 )
-
-// server returns the Keycloak that make test starts (TEST_KEYCLOAK_*). The
-// test fails without one: under -short it skips, as unit tests only.
-func server(t *testing.T) (url, user, password string) {
-	t.Helper()
-	url, user, password = os.Getenv("TEST_KEYCLOAK_URL"), os.Getenv("TEST_KEYCLOAK_ADMIN_USER"), os.Getenv("TEST_KEYCLOAK_ADMIN_PASSWORD")
-	if url == "" || user == "" || password == "" {
-		if testing.Short() {
-			t.Skip("integration test: needs Keycloak; run without -short (make test starts it)")
-		}
-		t.Fatal("TEST_KEYCLOAK_URL, TEST_KEYCLOAK_ADMIN_USER and TEST_KEYCLOAK_ADMIN_PASSWORD are not set: this test needs Keycloak. Run `make test`, which installs and starts it.")
-	}
-	return url, user, password
-}
-
-func randomName(prefix string) string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return prefix + hex.EncodeToString(b)
-}
 
 // newRealm returns a bootstrap configuration for a realm of this test only,
 // deleted when the test ends.
 func newRealm(t *testing.T) keycloak.Config {
 	t.Helper()
-	u, user, password := server(t)
+	u, user, password := keycloaktest.Server(t)
 	cfg := keycloak.Config{
 		URL: u, AdminUser: user, AdminPassword: password,
-		Realm:         randomName("moat-test-"),
+		Realm:         keycloaktest.RandomName("moat-test-"),
 		RedirectURIs:  []string{"http://127.0.0.1:9999/callback"},
-		PlatformAdmin: "admin", PlatformAdminPassword: randomName("pw-"),
+		PlatformAdmin: "admin", PlatformAdminPassword: keycloaktest.RandomName("pw-"),
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -166,7 +137,7 @@ func TestConsoleSignInWithPKCE(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Bootstrap = %v", err)
 	}
-	token, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], cfg.PlatformAdmin, cfg.PlatformAdminPassword)
+	token, err := keycloaktest.SignIn(ctx, res.Issuer, keycloak.ConsoleClientID, cfg.RedirectURIs[0], cfg.PlatformAdmin, cfg.PlatformAdminPassword, nil)
 	if err != nil {
 		t.Fatalf("sign in: %v", err)
 	}
@@ -199,9 +170,9 @@ func TestConsoleSignInWithPKCE(t *testing.T) {
 
 	// Through the authn interceptor, as every service wires it, the admin
 	// administers and a signed-in user outside the group is refused.
-	userPassword := randomName("pw-")
+	userPassword := keycloaktest.RandomName("pw-")
 	addUser(ctx, t, cfg, "someone", userPassword)
-	userToken, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], "someone", userPassword)
+	userToken, err := keycloaktest.SignIn(ctx, res.Issuer, keycloak.ConsoleClientID, cfg.RedirectURIs[0], "someone", userPassword, nil)
 	if err != nil {
 		t.Fatalf("sign in as a user outside %s: %v", keycloak.PlatformAdminGroup, err)
 	}
@@ -225,7 +196,7 @@ func TestConsoleSignInWithPKCE(t *testing.T) {
 	}
 
 	// Without the PKCE verifier, or with a wrong password, there is no token.
-	if _, err := signIn(ctx, res.Issuer, cfg.RedirectURIs[0], cfg.PlatformAdmin, "not-the-password"); err == nil {
+	if _, err := keycloaktest.SignIn(ctx, res.Issuer, keycloak.ConsoleClientID, cfg.RedirectURIs[0], cfg.PlatformAdmin, "not-the-password", nil); err == nil {
 		t.Error("sign-in with a wrong password succeeded")
 	}
 }
@@ -251,7 +222,7 @@ func addUser(ctx context.Context, t *testing.T, cfg keycloak.Config, username, p
 }
 
 // authorizeThrough runs an administrative call with token through ic, to a
-// handler that admits platform admins only (authn.Authorize), and returns
+// handler that admits platform admins only (authn.RequirePlatformAdmin), and returns
 // the principal the handler saw.
 func authorizeThrough(ic *authn.Interceptor, token string) (authn.Principal, error) {
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
@@ -259,80 +230,10 @@ func authorizeThrough(ic *authn.Interceptor, token string) (authn.Principal, err
 	_, err := ic.Unary()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: identityv1.IdentityService_ListApiKeys_FullMethodName},
 		func(ctx context.Context, _ any) (any, error) {
 			p, _ = authn.FromContext(ctx)
-			if err := authn.Authorize(ctx); err != nil {
+			if err := authn.RequirePlatformAdmin(ctx); err != nil {
 				return nil, status.Error(codes.PermissionDenied, "platform admins only")
 			}
 			return nil, nil
 		})
 	return p, err
-}
-
-var formAction = regexp.MustCompile(`(?s)<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"`)
-
-// signIn runs the authorization-code flow with PKCE against the console
-// client, filling Keycloak's login form, and returns the access token.
-func signIn(ctx context.Context, issuer, redirect, user, password string) (string, error) {
-	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	verifierBytes := make([]byte, 32)
-	_, _ = rand.Read(verifierBytes)
-	verifier := base64.RawURLEncoding.EncodeToString(verifierBytes)
-	sum := sha256.Sum256([]byte(verifier))
-	q := url.Values{
-		"client_id": {keycloak.ConsoleClientID}, "response_type": {"code"}, "scope": {"openid"},
-		"redirect_uri": {redirect}, "state": {"s1"},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
-	}
-	resp, err := do(ctx, client, http.MethodGet, issuer+"/protocol/openid-connect/auth?"+q.Encode(), nil)
-	if err != nil {
-		return "", err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := formAction.FindSubmatch(body)
-	if m == nil {
-		return "", errors.New("no login form")
-	}
-	resp, err = do(ctx, client, http.MethodPost, html.UnescapeString(string(m[1])), url.Values{"username": {user}, "password": {password}, "credentialId": {""}})
-	if err != nil {
-		return "", err
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || loc.Query().Get("code") == "" {
-		return "", errors.New("login did not redirect with a code")
-	}
-	if loc.Query().Get("state") != "s1" {
-		return "", errors.New("state not returned")
-	}
-	resp, err = do(ctx, client, http.MethodPost, issuer+"/protocol/openid-connect/token", url.Values{
-		"grant_type": {"authorization_code"}, "client_id": {keycloak.ConsoleClientID}, "code": {loc.Query().Get("code")},
-		"redirect_uri": {redirect}, "code_verifier": {verifier},
-	})
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
-		return "", errors.New("no access token from the code exchange")
-	}
-	return tok.AccessToken, nil
-}
-
-func do(ctx context.Context, client *http.Client, method, u string, form url.Values) (*http.Response, error) {
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, err
-	}
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	return client.Do(req)
 }

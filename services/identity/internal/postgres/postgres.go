@@ -73,7 +73,8 @@ func NewStore(pool *pgxpool.Pool, prop propagation.TextMapPropagator) *Store {
 }
 
 const keyColumns = `id, role, organization, project, display_name, prefix, key_hmac,
-	request_id, created_at, expire_at, revoked_at, version, allowed_models, rotated_from, last_used_at`
+	request_id, created_at, expire_at, revoked_at, version, allowed_models, rotated_from, last_used_at,
+	owner, allowed_mcp_tools`
 
 func scanKey(row pgx.Row) (identity.Key, error) {
 	var (
@@ -86,7 +87,8 @@ func scanKey(row pgx.Row) (identity.Key, error) {
 		lastUsedAt          *time.Time
 	)
 	if err := row.Scan(&id, &role, &k.Organization, &k.Project, &k.DisplayName, &k.Prefix, &k.HMAC,
-		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version, &k.AllowedModels, &rotatedFrom, &lastUsedAt); err != nil {
+		&requestID, &k.CreateTime, &expireAt, &revokedAt, &k.Version, &k.AllowedModels, &rotatedFrom, &lastUsedAt,
+		&k.Owner, &k.AllowedMCPTools); err != nil {
 		return identity.Key{}, err
 	}
 	k.ID = id.String()
@@ -108,6 +110,9 @@ func scanKey(row pgx.Row) (identity.Key, error) {
 	}
 	if len(k.AllowedModels) == 0 {
 		k.AllowedModels = nil // every route, as the domain spells it
+	}
+	if len(k.AllowedMCPTools) == 0 {
+		k.AllowedMCPTools = nil
 	}
 	if rotatedFrom != nil {
 		k.RotatedFrom = rotatedFrom.String()
@@ -163,15 +168,26 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (ident
 	if err := lockVersions(ctx, tx); err != nil {
 		return identity.Key{}, false, err
 	}
+	// Under the version lock, which DeleteMember takes too: a key is never
+	// created for an owner whose membership is ending.
+	if id := identity.UserIDOf(k.Owner); k.Owner != "" {
+		ok, err := isMember(ctx, tx, k.Organization, id)
+		if err != nil {
+			return identity.Key{}, false, err
+		}
+		if !ok {
+			return identity.Key{}, false, identity.ErrOwnerNotMember
+		}
+	}
 	got, err := scanKey(tx.QueryRow(ctx, `
 		INSERT INTO api_keys (id, role, organization, project, display_name, prefix, key_hmac,
-			request_id, created_at, expire_at, allowed_models, rotated_from)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			request_id, created_at, expire_at, allowed_models, rotated_from, owner, allowed_mcp_tools)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (request_id) DO NOTHING
 		RETURNING `+keyColumns,
 		k.ID, k.Role.String(), k.Organization, k.Project, k.DisplayName, k.Prefix, k.HMAC,
 		nullString(k.RequestID), k.CreateTime, nullTime(k.ExpireTime),
-		append([]string{}, k.AllowedModels...), nullString(k.RotatedFrom)))
+		append([]string{}, k.AllowedModels...), nullString(k.RotatedFrom), k.Owner, append([]string{}, k.AllowedMCPTools...)))
 	switch {
 	case err == nil:
 		return got, true, notify(ctx, tx)
@@ -182,7 +198,7 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (ident
 	if err != nil {
 		return identity.Key{}, false, fmt.Errorf("read key of request %s: %w", k.RequestID, err)
 	}
-	if got.Project != k.Project || got.Role != k.Role || got.RotatedFrom != k.RotatedFrom {
+	if got.Project != k.Project || got.Role != k.Role || got.RotatedFrom != k.RotatedFrom || got.Owner != k.Owner {
 		return identity.Key{}, false, identity.ErrRequestIDReused
 	}
 	return got, false, nil
@@ -289,21 +305,21 @@ func (s *Store) RotateKey(ctx context.Context, id, requestID string, fn func(*id
 }
 
 // ListKeys implements identity.Store.
-func (s *Store) ListKeys(ctx context.Context, project string, after *identity.Cursor, limit int) ([]identity.Key, error) {
+func (s *Store) ListKeys(ctx context.Context, project, owner string, after *identity.Cursor, limit int) ([]identity.Key, error) {
 	var (
 		rows pgx.Rows
 		err  error
 	)
 	if after == nil {
 		rows, err = s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
-			WHERE project = $1
+			WHERE project = $1 AND ($3 = '' OR owner = $3)
 			ORDER BY created_at DESC, id DESC
-			LIMIT $2`, project, limit)
+			LIMIT $2`, project, limit, owner)
 	} else {
 		rows, err = s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
-			WHERE project = $1 AND (created_at, id) < ($2, $3)
+			WHERE project = $1 AND (created_at, id) < ($2, $3) AND ($5 = '' OR owner = $5)
 			ORDER BY created_at DESC, id DESC
-			LIMIT $4`, project, after.CreateTime, after.ID, limit)
+			LIMIT $4`, project, after.CreateTime, after.ID, limit, owner)
 	}
 	if err != nil {
 		return nil, storeErr("list keys", err)
@@ -343,7 +359,7 @@ func (s *Store) RecordAudit(ctx context.Context, a identity.AuditRecord) error {
 }
 
 // IndexSnapshot implements identity.Store.
-func (s *Store) IndexSnapshot(ctx context.Context, now time.Time) (int64, []identity.Key, error) {
+func (s *Store) IndexSnapshot(ctx context.Context, now time.Time) (int64, []identity.Key, []identity.Member, error) {
 	var (
 		version int64
 		keys    []identity.Key
@@ -352,21 +368,26 @@ func (s *Store) IndexSnapshot(ctx context.Context, now time.Time) (int64, []iden
 	// the keys exactly.
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return 0, nil, storeErr("begin snapshot", err)
+		return 0, nil, nil, storeErr("begin snapshot", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only; nothing to undo
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM api_keys`).Scan(&version); err != nil {
-		return 0, nil, storeErr("read index version", err)
+	if err := tx.QueryRow(ctx, `SELECT greatest((SELECT coalesce(max(version), 0) FROM api_keys),
+		(SELECT coalesce(max(version), 0) FROM memberships))`).Scan(&version); err != nil {
+		return 0, nil, nil, storeErr("read index version", err)
 	}
 	rows, err := tx.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
 		WHERE revoked_at IS NULL AND (expire_at IS NULL OR expire_at > $1)`, now)
 	if err != nil {
-		return 0, nil, storeErr("read active keys", err)
+		return 0, nil, nil, storeErr("read active keys", err)
 	}
 	if keys, err = collectKeys(rows); err != nil {
-		return 0, nil, storeErr("read active keys", err)
+		return 0, nil, nil, storeErr("read active keys", err)
 	}
-	return version, keys, nil
+	members, err := queryMembers(ctx, tx, `SELECT `+memberColumns+` FROM memberships WHERE deleted_at IS NULL`)
+	if err != nil {
+		return 0, nil, nil, storeErr("read memberships", err)
+	}
+	return version, keys, members, nil
 }
 
 // KeysChangedSince implements identity.Store.

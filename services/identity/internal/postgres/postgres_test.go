@@ -206,7 +206,7 @@ func TestListKeys(t *testing.T) {
 	var got []identity.Key
 	var after *identity.Cursor
 	for {
-		page, err := s.ListKeys(ctx, "orgs/acme/projects/web", after, 2)
+		page, err := s.ListKeys(ctx, "orgs/acme/projects/web", "", after, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +227,7 @@ func TestKeyIndex(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 
-	v0, keys, err := s.IndexSnapshot(ctx, t0)
+	v0, keys, _, err := s.IndexSnapshot(ctx, t0)
 	if err != nil || v0 != 0 || len(keys) != 0 {
 		t.Fatalf("IndexSnapshot(empty) = %d, %v, %v", v0, keys, err)
 	}
@@ -254,7 +254,7 @@ func TestKeyIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	version, keys, err := s.IndexSnapshot(ctx, t0.Add(2*time.Minute))
+	version, keys, _, err := s.IndexSnapshot(ctx, t0.Add(2*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

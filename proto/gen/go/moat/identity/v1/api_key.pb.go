@@ -47,9 +47,18 @@ type ApiKey struct {
 	// When the key was last used on the gateway; unset if it never was.
 	// Approximate: it is updated from the gateway's usage events, at most
 	// once a minute per key, so it may lag by a minute plus event delivery.
-	LastUseTime   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastUseTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
+	// The principal the key acts for. Format: users/{user} for a member's own
+	// key; empty for a key of the project itself. A user who creates a key
+	// owns it unless they name another owner, which only org admins may.
+	// A key stops working when its owner leaves the organization.
+	Owner string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The MCP tools this key may call, as {server}/{tool} or {server}/* for
+	// every tool of a server: at most 100 entries of 1 to 200 printable ASCII
+	// characters, no duplicates. Empty means every tool its project offers.
+	AllowedMcpTools []string `protobuf:"bytes,10,rep,name=allowed_mcp_tools,json=allowedMcpTools,proto3" json:"allowed_mcp_tools,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ApiKey) Reset() {
@@ -138,11 +147,25 @@ func (x *ApiKey) GetLastUseTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ApiKey) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ApiKey) GetAllowedMcpTools() []string {
+	if x != nil {
+		return x.AllowedMcpTools
+	}
+	return nil
+}
+
 var File_moat_identity_v1_api_key_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_api_key_proto_rawDesc = "" +
 	"\n" +
-	"\x1emoat/identity/v1/api_key.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n" +
+	"\x1emoat/identity/v1/api_key.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
 	"\x06ApiKey\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\bR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1b\n" +
@@ -154,7 +177,10 @@ const file_moat_identity_v1_api_key_proto_rawDesc = "" +
 	"\vrevoke_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"revokeTime\x12%\n" +
 	"\x0eallowed_models\x18\a \x03(\tR\rallowedModels\x12C\n" +
-	"\rlast_use_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\vlastUseTimeBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
+	"\rlast_use_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\vlastUseTime\x12\x19\n" +
+	"\x05owner\x18\t \x01(\tB\x03\xe0A\x05R\x05owner\x12*\n" +
+	"\x11allowed_mcp_tools\x18\n" +
+	" \x03(\tR\x0fallowedMcpToolsBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_moat_identity_v1_api_key_proto_rawDescOnce sync.Once

@@ -11,6 +11,8 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -486,6 +488,1148 @@ func (x *RotateApiKeyResponse) GetOldApiKey() *ApiKey {
 	return nil
 }
 
+// GetCallerRequest asks who the caller is.
+type GetCallerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCallerRequest) Reset() {
+	*x = GetCallerRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCallerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCallerRequest) ProtoMessage() {}
+
+func (x *GetCallerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCallerRequest.ProtoReflect.Descriptor instead.
+func (*GetCallerRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{8}
+}
+
+// GetCallerResponse describes the caller.
+type GetCallerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's principal: users/{user} for a signed-in user, keys/{key}
+	// for an API key.
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// Whether the caller administers the whole platform.
+	PlatformAdmin bool `protobuf:"varint,2,opt,name=platform_admin,json=platformAdmin,proto3" json:"platform_admin,omitempty"`
+	// The caller's organization memberships (a user's), oldest first.
+	Memberships []*Member `protobuf:"bytes,3,rep,name=memberships,proto3" json:"memberships,omitempty"`
+	// The user's email address, from their access token.
+	Email         string `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCallerResponse) Reset() {
+	*x = GetCallerResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCallerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCallerResponse) ProtoMessage() {}
+
+func (x *GetCallerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCallerResponse.ProtoReflect.Descriptor instead.
+func (*GetCallerResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetCallerResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *GetCallerResponse) GetPlatformAdmin() bool {
+	if x != nil {
+		return x.PlatformAdmin
+	}
+	return false
+}
+
+func (x *GetCallerResponse) GetMemberships() []*Member {
+	if x != nil {
+		return x.Memberships
+	}
+	return nil
+}
+
+func (x *GetCallerResponse) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+// CreateMemberRequest adds a user to an organization.
+type CreateMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The organization. Format: orgs/{org}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The membership: its role.
+	Member *Member `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	// The user's Keycloak id (the `sub` of their access tokens), which
+	// becomes the last segment of the membership's name.
+	MemberId      string `protobuf:"bytes,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateMemberRequest) Reset() {
+	*x = CreateMemberRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateMemberRequest) ProtoMessage() {}
+
+func (x *CreateMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateMemberRequest.ProtoReflect.Descriptor instead.
+func (*CreateMemberRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateMemberRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *CreateMemberRequest) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *CreateMemberRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+// CreateMemberResponse returns the new membership.
+type CreateMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The membership.
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateMemberResponse) Reset() {
+	*x = CreateMemberResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateMemberResponse) ProtoMessage() {}
+
+func (x *CreateMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateMemberResponse.ProtoReflect.Descriptor instead.
+func (*CreateMemberResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateMemberResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// GetMemberRequest names a membership.
+type GetMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/members/{user}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMemberRequest) Reset() {
+	*x = GetMemberRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMemberRequest) ProtoMessage() {}
+
+func (x *GetMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMemberRequest.ProtoReflect.Descriptor instead.
+func (*GetMemberRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetMemberResponse returns a membership.
+type GetMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The membership.
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMemberResponse) Reset() {
+	*x = GetMemberResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMemberResponse) ProtoMessage() {}
+
+func (x *GetMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMemberResponse.ProtoReflect.Descriptor instead.
+func (*GetMemberResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetMemberResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// ListMembersRequest selects a page of an organization's members.
+type ListMembersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The organization. Format: orgs/{org}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// At most this many members (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListMembersRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListMembersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListMembersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListMembersResponse is one page of members.
+type ListMembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The members, oldest first.
+	Members []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ListMembersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// UpdateMemberRequest changes a membership.
+type UpdateMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The membership, with its name and new role.
+	Member *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// The fields to change: role.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMemberRequest) Reset() {
+	*x = UpdateMemberRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMemberRequest) ProtoMessage() {}
+
+func (x *UpdateMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMemberRequest.ProtoReflect.Descriptor instead.
+func (*UpdateMemberRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateMemberRequest) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *UpdateMemberRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// UpdateMemberResponse returns the changed membership.
+type UpdateMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The membership.
+	Member        *Member `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMemberResponse) Reset() {
+	*x = UpdateMemberResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMemberResponse) ProtoMessage() {}
+
+func (x *UpdateMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMemberResponse.ProtoReflect.Descriptor instead.
+func (*UpdateMemberResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateMemberResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+// DeleteMemberRequest names a membership to end.
+type DeleteMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/members/{user}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMemberRequest) Reset() {
+	*x = DeleteMemberRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMemberRequest) ProtoMessage() {}
+
+func (x *DeleteMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMemberRequest.ProtoReflect.Descriptor instead.
+func (*DeleteMemberRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteMemberResponse confirms the removal.
+type DeleteMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many keys of the member's in the organization were revoked.
+	RevokedKeys   int32 `protobuf:"varint,1,opt,name=revoked_keys,json=revokedKeys,proto3" json:"revoked_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMemberResponse) Reset() {
+	*x = DeleteMemberResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMemberResponse) ProtoMessage() {}
+
+func (x *DeleteMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMemberResponse.ProtoReflect.Descriptor instead.
+func (*DeleteMemberResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DeleteMemberResponse) GetRevokedKeys() int32 {
+	if x != nil {
+		return x.RevokedKeys
+	}
+	return 0
+}
+
+// CreateIdentityProviderRequest adds an identity provider.
+type CreateIdentityProviderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The organization. Format: orgs/{org}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The provider.
+	IdentityProvider *IdentityProvider `protobuf:"bytes,2,opt,name=identity_provider,json=identityProvider,proto3" json:"identity_provider,omitempty"`
+	// The provider's id, the last segment of its name: 3 to 63 characters
+	// of a-z, 0-9 and -, starting with a letter.
+	IdentityProviderId string `protobuf:"bytes,3,opt,name=identity_provider_id,json=identityProviderId,proto3" json:"identity_provider_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *CreateIdentityProviderRequest) Reset() {
+	*x = CreateIdentityProviderRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateIdentityProviderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateIdentityProviderRequest) ProtoMessage() {}
+
+func (x *CreateIdentityProviderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateIdentityProviderRequest.ProtoReflect.Descriptor instead.
+func (*CreateIdentityProviderRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreateIdentityProviderRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *CreateIdentityProviderRequest) GetIdentityProvider() *IdentityProvider {
+	if x != nil {
+		return x.IdentityProvider
+	}
+	return nil
+}
+
+func (x *CreateIdentityProviderRequest) GetIdentityProviderId() string {
+	if x != nil {
+		return x.IdentityProviderId
+	}
+	return ""
+}
+
+// CreateIdentityProviderResponse returns the new provider.
+type CreateIdentityProviderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The provider, without its client secret.
+	IdentityProvider *IdentityProvider `protobuf:"bytes,1,opt,name=identity_provider,json=identityProvider,proto3" json:"identity_provider,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CreateIdentityProviderResponse) Reset() {
+	*x = CreateIdentityProviderResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateIdentityProviderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateIdentityProviderResponse) ProtoMessage() {}
+
+func (x *CreateIdentityProviderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateIdentityProviderResponse.ProtoReflect.Descriptor instead.
+func (*CreateIdentityProviderResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CreateIdentityProviderResponse) GetIdentityProvider() *IdentityProvider {
+	if x != nil {
+		return x.IdentityProvider
+	}
+	return nil
+}
+
+// GetIdentityProviderRequest names a provider.
+type GetIdentityProviderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/identityProviders/{identity_provider}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetIdentityProviderRequest) Reset() {
+	*x = GetIdentityProviderRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetIdentityProviderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetIdentityProviderRequest) ProtoMessage() {}
+
+func (x *GetIdentityProviderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetIdentityProviderRequest.ProtoReflect.Descriptor instead.
+func (*GetIdentityProviderRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetIdentityProviderRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetIdentityProviderResponse returns a provider.
+type GetIdentityProviderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The provider, without its client secret.
+	IdentityProvider *IdentityProvider `protobuf:"bytes,1,opt,name=identity_provider,json=identityProvider,proto3" json:"identity_provider,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GetIdentityProviderResponse) Reset() {
+	*x = GetIdentityProviderResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetIdentityProviderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetIdentityProviderResponse) ProtoMessage() {}
+
+func (x *GetIdentityProviderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetIdentityProviderResponse.ProtoReflect.Descriptor instead.
+func (*GetIdentityProviderResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetIdentityProviderResponse) GetIdentityProvider() *IdentityProvider {
+	if x != nil {
+		return x.IdentityProvider
+	}
+	return nil
+}
+
+// ListIdentityProvidersRequest selects a page of an organization's
+// providers.
+type ListIdentityProvidersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The organization. Format: orgs/{org}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// At most this many providers (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIdentityProvidersRequest) Reset() {
+	*x = ListIdentityProvidersRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIdentityProvidersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIdentityProvidersRequest) ProtoMessage() {}
+
+func (x *ListIdentityProvidersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIdentityProvidersRequest.ProtoReflect.Descriptor instead.
+func (*ListIdentityProvidersRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListIdentityProvidersRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListIdentityProvidersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListIdentityProvidersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListIdentityProvidersResponse is one page of providers.
+type ListIdentityProvidersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The providers, oldest first, without client secrets.
+	IdentityProviders []*IdentityProvider `protobuf:"bytes,1,rep,name=identity_providers,json=identityProviders,proto3" json:"identity_providers,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIdentityProvidersResponse) Reset() {
+	*x = ListIdentityProvidersResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIdentityProvidersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIdentityProvidersResponse) ProtoMessage() {}
+
+func (x *ListIdentityProvidersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIdentityProvidersResponse.ProtoReflect.Descriptor instead.
+func (*ListIdentityProvidersResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListIdentityProvidersResponse) GetIdentityProviders() []*IdentityProvider {
+	if x != nil {
+		return x.IdentityProviders
+	}
+	return nil
+}
+
+func (x *ListIdentityProvidersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// UpdateIdentityProviderRequest changes a provider.
+type UpdateIdentityProviderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The provider, with its name and the new values.
+	IdentityProvider *IdentityProvider `protobuf:"bytes,1,opt,name=identity_provider,json=identityProvider,proto3" json:"identity_provider,omitempty"`
+	// The fields to change.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateIdentityProviderRequest) Reset() {
+	*x = UpdateIdentityProviderRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateIdentityProviderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateIdentityProviderRequest) ProtoMessage() {}
+
+func (x *UpdateIdentityProviderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateIdentityProviderRequest.ProtoReflect.Descriptor instead.
+func (*UpdateIdentityProviderRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UpdateIdentityProviderRequest) GetIdentityProvider() *IdentityProvider {
+	if x != nil {
+		return x.IdentityProvider
+	}
+	return nil
+}
+
+func (x *UpdateIdentityProviderRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// UpdateIdentityProviderResponse returns the changed provider.
+type UpdateIdentityProviderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The provider, without its client secret.
+	IdentityProvider *IdentityProvider `protobuf:"bytes,1,opt,name=identity_provider,json=identityProvider,proto3" json:"identity_provider,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateIdentityProviderResponse) Reset() {
+	*x = UpdateIdentityProviderResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateIdentityProviderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateIdentityProviderResponse) ProtoMessage() {}
+
+func (x *UpdateIdentityProviderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateIdentityProviderResponse.ProtoReflect.Descriptor instead.
+func (*UpdateIdentityProviderResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdateIdentityProviderResponse) GetIdentityProvider() *IdentityProvider {
+	if x != nil {
+		return x.IdentityProvider
+	}
+	return nil
+}
+
+// DeleteIdentityProviderRequest names a provider to remove.
+type DeleteIdentityProviderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/identityProviders/{identity_provider}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteIdentityProviderRequest) Reset() {
+	*x = DeleteIdentityProviderRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteIdentityProviderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteIdentityProviderRequest) ProtoMessage() {}
+
+func (x *DeleteIdentityProviderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteIdentityProviderRequest.ProtoReflect.Descriptor instead.
+func (*DeleteIdentityProviderRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeleteIdentityProviderRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteIdentityProviderResponse confirms the removal.
+type DeleteIdentityProviderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the provider was removed.
+	DeleteTime    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=delete_time,json=deleteTime,proto3" json:"delete_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteIdentityProviderResponse) Reset() {
+	*x = DeleteIdentityProviderResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteIdentityProviderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteIdentityProviderResponse) ProtoMessage() {}
+
+func (x *DeleteIdentityProviderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteIdentityProviderResponse.ProtoReflect.Descriptor instead.
+func (*DeleteIdentityProviderResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteIdentityProviderResponse) GetDeleteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeleteTime
+	}
+	return nil
+}
+
 // WatchKeyIndexRequest starts a key-index stream.
 type WatchKeyIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -495,7 +1639,7 @@ type WatchKeyIndexRequest struct {
 
 func (x *WatchKeyIndexRequest) Reset() {
 	*x = WatchKeyIndexRequest{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +1651,7 @@ func (x *WatchKeyIndexRequest) String() string {
 func (*WatchKeyIndexRequest) ProtoMessage() {}
 
 func (x *WatchKeyIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[8]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +1664,7 @@ func (x *WatchKeyIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeyIndexRequest.ProtoReflect.Descriptor instead.
 func (*WatchKeyIndexRequest) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{8}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{30}
 }
 
 // WatchKeyIndexResponse is one message of the key-index stream: the full
@@ -537,6 +1681,8 @@ type WatchKeyIndexResponse struct {
 	//	*WatchKeyIndexResponse_Snapshot
 	//	*WatchKeyIndexResponse_Upsert
 	//	*WatchKeyIndexResponse_RemoveKeyId
+	//	*WatchKeyIndexResponse_UpsertMembership
+	//	*WatchKeyIndexResponse_RemoveMembership
 	Event         isWatchKeyIndexResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -544,7 +1690,7 @@ type WatchKeyIndexResponse struct {
 
 func (x *WatchKeyIndexResponse) Reset() {
 	*x = WatchKeyIndexResponse{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[9]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +1702,7 @@ func (x *WatchKeyIndexResponse) String() string {
 func (*WatchKeyIndexResponse) ProtoMessage() {}
 
 func (x *WatchKeyIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[9]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +1715,7 @@ func (x *WatchKeyIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeyIndexResponse.ProtoReflect.Descriptor instead.
 func (*WatchKeyIndexResponse) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{9}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchKeyIndexResponse) GetVersion() int64 {
@@ -613,6 +1759,24 @@ func (x *WatchKeyIndexResponse) GetRemoveKeyId() string {
 	return ""
 }
 
+func (x *WatchKeyIndexResponse) GetUpsertMembership() *MembershipEntry {
+	if x != nil {
+		if x, ok := x.Event.(*WatchKeyIndexResponse_UpsertMembership); ok {
+			return x.UpsertMembership
+		}
+	}
+	return nil
+}
+
+func (x *WatchKeyIndexResponse) GetRemoveMembership() *MembershipEntry {
+	if x != nil {
+		if x, ok := x.Event.(*WatchKeyIndexResponse_RemoveMembership); ok {
+			return x.RemoveMembership
+		}
+	}
+	return nil
+}
+
 type isWatchKeyIndexResponse_Event interface {
 	isWatchKeyIndexResponse_Event()
 }
@@ -632,24 +1796,40 @@ type WatchKeyIndexResponse_RemoveKeyId struct {
 	RemoveKeyId string `protobuf:"bytes,4,opt,name=remove_key_id,json=removeKeyId,proto3,oneof"`
 }
 
+type WatchKeyIndexResponse_UpsertMembership struct {
+	// A membership that was created or changed.
+	UpsertMembership *MembershipEntry `protobuf:"bytes,5,opt,name=upsert_membership,json=upsertMembership,proto3,oneof"`
+}
+
+type WatchKeyIndexResponse_RemoveMembership struct {
+	// A membership that ended; its role is unset.
+	RemoveMembership *MembershipEntry `protobuf:"bytes,6,opt,name=remove_membership,json=removeMembership,proto3,oneof"`
+}
+
 func (*WatchKeyIndexResponse_Snapshot) isWatchKeyIndexResponse_Event() {}
 
 func (*WatchKeyIndexResponse_Upsert) isWatchKeyIndexResponse_Event() {}
 
 func (*WatchKeyIndexResponse_RemoveKeyId) isWatchKeyIndexResponse_Event() {}
 
+func (*WatchKeyIndexResponse_UpsertMembership) isWatchKeyIndexResponse_Event() {}
+
+func (*WatchKeyIndexResponse_RemoveMembership) isWatchKeyIndexResponse_Event() {}
+
 // KeyIndexSnapshot is the whole key index: every key that currently works.
 type KeyIndexSnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The entries, in no particular order.
-	Entries       []*KeyIndexEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries []*KeyIndexEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Every organization membership.
+	Memberships   []*MembershipEntry `protobuf:"bytes,2,rep,name=memberships,proto3" json:"memberships,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyIndexSnapshot) Reset() {
 	*x = KeyIndexSnapshot{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[10]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +1841,7 @@ func (x *KeyIndexSnapshot) String() string {
 func (*KeyIndexSnapshot) ProtoMessage() {}
 
 func (x *KeyIndexSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[10]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +1854,7 @@ func (x *KeyIndexSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyIndexSnapshot.ProtoReflect.Descriptor instead.
 func (*KeyIndexSnapshot) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{10}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeyIndexSnapshot) GetEntries() []*KeyIndexEntry {
@@ -684,11 +1864,18 @@ func (x *KeyIndexSnapshot) GetEntries() []*KeyIndexEntry {
 	return nil
 }
 
+func (x *KeyIndexSnapshot) GetMemberships() []*MembershipEntry {
+	if x != nil {
+		return x.Memberships
+	}
+	return nil
+}
+
 var File_moat_identity_v1_identity_service_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\n" +
-	"'moat/identity/v1/identity_service.proto\x12\x10moat.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1emoat/identity/v1/api_key.proto\x1a moat/identity/v1/key_index.proto\"\x89\x01\n" +
+	"'moat/identity/v1/identity_service.proto\x12\x10moat.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emoat/identity/v1/api_key.proto\x1a(moat/identity/v1/identity_provider.proto\x1a moat/identity/v1/key_index.proto\x1a\x1dmoat/identity/v1/member.proto\"\x89\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x1b\n" +
 	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x126\n" +
 	"\aapi_key\x18\x02 \x01(\v2\x18.moat.identity.v1.ApiKeyB\x03\xe0A\x02R\x06apiKey\x12\x1d\n" +
@@ -717,21 +1904,99 @@ const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\x14RotateApiKeyResponse\x128\n" +
 	"\vnew_api_key\x18\x01 \x01(\v2\x18.moat.identity.v1.ApiKeyR\tnewApiKey\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x128\n" +
-	"\vold_api_key\x18\x03 \x01(\v2\x18.moat.identity.v1.ApiKeyR\toldApiKey\"\x16\n" +
-	"\x14WatchKeyIndexRequest\"\xdd\x01\n" +
+	"\vold_api_key\x18\x03 \x01(\v2\x18.moat.identity.v1.ApiKeyR\toldApiKey\"\x12\n" +
+	"\x10GetCallerRequest\"\xaa\x01\n" +
+	"\x11GetCallerResponse\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12%\n" +
+	"\x0eplatform_admin\x18\x02 \x01(\bR\rplatformAdmin\x12:\n" +
+	"\vmemberships\x18\x03 \x03(\v2\x18.moat.identity.v1.MemberR\vmemberships\x12\x14\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\"\x8b\x01\n" +
+	"\x13CreateMemberRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x125\n" +
+	"\x06member\x18\x02 \x01(\v2\x18.moat.identity.v1.MemberB\x03\xe0A\x02R\x06member\x12 \n" +
+	"\tmember_id\x18\x03 \x01(\tB\x03\xe0A\x02R\bmemberId\"H\n" +
+	"\x14CreateMemberResponse\x120\n" +
+	"\x06member\x18\x01 \x01(\v2\x18.moat.identity.v1.MemberR\x06member\"+\n" +
+	"\x10GetMemberRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"E\n" +
+	"\x11GetMemberResponse\x120\n" +
+	"\x06member\x18\x01 \x01(\v2\x18.moat.identity.v1.MemberR\x06member\"m\n" +
+	"\x12ListMembersRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"q\n" +
+	"\x13ListMembersResponse\x122\n" +
+	"\amembers\x18\x01 \x03(\v2\x18.moat.identity.v1.MemberR\amembers\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8e\x01\n" +
+	"\x13UpdateMemberRequest\x125\n" +
+	"\x06member\x18\x01 \x01(\v2\x18.moat.identity.v1.MemberB\x03\xe0A\x02R\x06member\x12@\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
+	"updateMask\"H\n" +
+	"\x14UpdateMemberResponse\x120\n" +
+	"\x06member\x18\x01 \x01(\v2\x18.moat.identity.v1.MemberR\x06member\".\n" +
+	"\x13DeleteMemberRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"9\n" +
+	"\x14DeleteMemberResponse\x12!\n" +
+	"\frevoked_keys\x18\x01 \x01(\x05R\vrevokedKeys\"\xc9\x01\n" +
+	"\x1dCreateIdentityProviderRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x12T\n" +
+	"\x11identity_provider\x18\x02 \x01(\v2\".moat.identity.v1.IdentityProviderB\x03\xe0A\x02R\x10identityProvider\x125\n" +
+	"\x14identity_provider_id\x18\x03 \x01(\tB\x03\xe0A\x02R\x12identityProviderId\"q\n" +
+	"\x1eCreateIdentityProviderResponse\x12O\n" +
+	"\x11identity_provider\x18\x01 \x01(\v2\".moat.identity.v1.IdentityProviderR\x10identityProvider\"5\n" +
+	"\x1aGetIdentityProviderRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"n\n" +
+	"\x1bGetIdentityProviderResponse\x12O\n" +
+	"\x11identity_provider\x18\x01 \x01(\v2\".moat.identity.v1.IdentityProviderR\x10identityProvider\"w\n" +
+	"\x1cListIdentityProvidersRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x9a\x01\n" +
+	"\x1dListIdentityProvidersResponse\x12Q\n" +
+	"\x12identity_providers\x18\x01 \x03(\v2\".moat.identity.v1.IdentityProviderR\x11identityProviders\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb7\x01\n" +
+	"\x1dUpdateIdentityProviderRequest\x12T\n" +
+	"\x11identity_provider\x18\x01 \x01(\v2\".moat.identity.v1.IdentityProviderB\x03\xe0A\x02R\x10identityProvider\x12@\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
+	"updateMask\"q\n" +
+	"\x1eUpdateIdentityProviderResponse\x12O\n" +
+	"\x11identity_provider\x18\x01 \x01(\v2\".moat.identity.v1.IdentityProviderR\x10identityProvider\"8\n" +
+	"\x1dDeleteIdentityProviderRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"]\n" +
+	"\x1eDeleteIdentityProviderResponse\x12;\n" +
+	"\vdelete_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deleteTime\"\x16\n" +
+	"\x14WatchKeyIndexRequest\"\x81\x03\n" +
 	"\x15WatchKeyIndexResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12@\n" +
 	"\bsnapshot\x18\x02 \x01(\v2\".moat.identity.v1.KeyIndexSnapshotH\x00R\bsnapshot\x129\n" +
 	"\x06upsert\x18\x03 \x01(\v2\x1f.moat.identity.v1.KeyIndexEntryH\x00R\x06upsert\x12$\n" +
-	"\rremove_key_id\x18\x04 \x01(\tH\x00R\vremoveKeyIdB\a\n" +
-	"\x05event\"M\n" +
+	"\rremove_key_id\x18\x04 \x01(\tH\x00R\vremoveKeyId\x12P\n" +
+	"\x11upsert_membership\x18\x05 \x01(\v2!.moat.identity.v1.MembershipEntryH\x00R\x10upsertMembership\x12P\n" +
+	"\x11remove_membership\x18\x06 \x01(\v2!.moat.identity.v1.MembershipEntryH\x00R\x10removeMembershipB\a\n" +
+	"\x05event\"\x92\x01\n" +
 	"\x10KeyIndexSnapshot\x129\n" +
-	"\aentries\x18\x01 \x03(\v2\x1f.moat.identity.v1.KeyIndexEntryR\aentries2\xd3\x05\n" +
+	"\aentries\x18\x01 \x03(\v2\x1f.moat.identity.v1.KeyIndexEntryR\aentries\x12C\n" +
+	"\vmemberships\x18\x02 \x03(\v2!.moat.identity.v1.MembershipEntryR\vmemberships2\x95\x13\n" +
 	"\x0fIdentityService\x12\x97\x01\n" +
 	"\fCreateApiKey\x12%.moat.identity.v1.CreateApiKeyRequest\x1a&.moat.identity.v1.CreateApiKeyResponse\"8\x82\xd3\xe4\x93\x022:\aapi_key\"'/api/v1/{parent=orgs/*/projects/*}/keys\x12\x8b\x01\n" +
 	"\vListApiKeys\x12$.moat.identity.v1.ListApiKeysRequest\x1a%.moat.identity.v1.ListApiKeysResponse\"/\x82\xd3\xe4\x93\x02)\x12'/api/v1/{parent=orgs/*/projects/*}/keys\x12\x98\x01\n" +
 	"\fRevokeApiKey\x12%.moat.identity.v1.RevokeApiKeyRequest\x1a&.moat.identity.v1.RevokeApiKeyResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./api/v1/{name=orgs/*/projects/*/keys/*}:revoke\x12\x98\x01\n" +
-	"\fRotateApiKey\x12%.moat.identity.v1.RotateApiKeyRequest\x1a&.moat.identity.v1.RotateApiKeyResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./api/v1/{name=orgs/*/projects/*/keys/*}:rotate\x12b\n" +
+	"\fRotateApiKey\x12%.moat.identity.v1.RotateApiKeyRequest\x1a&.moat.identity.v1.RotateApiKeyResponse\"9\x82\xd3\xe4\x93\x023:\x01*\"./api/v1/{name=orgs/*/projects/*/keys/*}:rotate\x12h\n" +
+	"\tGetCaller\x12\".moat.identity.v1.GetCallerRequest\x1a#.moat.identity.v1.GetCallerResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/api/v1/me\x12\x8e\x01\n" +
+	"\fCreateMember\x12%.moat.identity.v1.CreateMemberRequest\x1a&.moat.identity.v1.CreateMemberResponse\"/\x82\xd3\xe4\x93\x02):\x06member\"\x1f/api/v1/{parent=orgs/*}/members\x12}\n" +
+	"\tGetMember\x12\".moat.identity.v1.GetMemberRequest\x1a#.moat.identity.v1.GetMemberResponse\"'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/{name=orgs/*/members/*}\x12\x83\x01\n" +
+	"\vListMembers\x12$.moat.identity.v1.ListMembersRequest\x1a%.moat.identity.v1.ListMembersResponse\"'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/{parent=orgs/*}/members\x12\x95\x01\n" +
+	"\fUpdateMember\x12%.moat.identity.v1.UpdateMemberRequest\x1a&.moat.identity.v1.UpdateMemberResponse\"6\x82\xd3\xe4\x93\x020:\x06member2&/api/v1/{member.name=orgs/*/members/*}\x12\x86\x01\n" +
+	"\fDeleteMember\x12%.moat.identity.v1.DeleteMemberRequest\x1a&.moat.identity.v1.DeleteMemberResponse\"'\x82\xd3\xe4\x93\x02!*\x1f/api/v1/{name=orgs/*/members/*}\x12\xc1\x01\n" +
+	"\x16CreateIdentityProvider\x12/.moat.identity.v1.CreateIdentityProviderRequest\x1a0.moat.identity.v1.CreateIdentityProviderResponse\"D\x82\xd3\xe4\x93\x02>:\x11identity_provider\")/api/v1/{parent=orgs/*}/identityProviders\x12\xa5\x01\n" +
+	"\x13GetIdentityProvider\x12,.moat.identity.v1.GetIdentityProviderRequest\x1a-.moat.identity.v1.GetIdentityProviderResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/{name=orgs/*/identityProviders/*}\x12\xab\x01\n" +
+	"\x15ListIdentityProviders\x12..moat.identity.v1.ListIdentityProvidersRequest\x1a/.moat.identity.v1.ListIdentityProvidersResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/{parent=orgs/*}/identityProviders\x12\xd3\x01\n" +
+	"\x16UpdateIdentityProvider\x12/.moat.identity.v1.UpdateIdentityProviderRequest\x1a0.moat.identity.v1.UpdateIdentityProviderResponse\"V\x82\xd3\xe4\x93\x02P:\x11identity_provider2;/api/v1/{identity_provider.name=orgs/*/identityProviders/*}\x12\xae\x01\n" +
+	"\x16DeleteIdentityProvider\x12/.moat.identity.v1.DeleteIdentityProviderRequest\x1a0.moat.identity.v1.DeleteIdentityProviderResponse\"1\x82\xd3\xe4\x93\x02+*)/api/v1/{name=orgs/*/identityProviders/*}\x12b\n" +
 	"\rWatchKeyIndex\x12&.moat.identity.v1.WatchKeyIndexRequest\x1a'.moat.identity.v1.WatchKeyIndexResponse0\x01BBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
@@ -746,49 +2011,117 @@ func file_moat_identity_v1_identity_service_proto_rawDescGZIP() []byte {
 	return file_moat_identity_v1_identity_service_proto_rawDescData
 }
 
-var file_moat_identity_v1_identity_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_moat_identity_v1_identity_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_moat_identity_v1_identity_service_proto_goTypes = []any{
-	(*CreateApiKeyRequest)(nil),   // 0: moat.identity.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 1: moat.identity.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 2: moat.identity.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 3: moat.identity.v1.ListApiKeysResponse
-	(*RevokeApiKeyRequest)(nil),   // 4: moat.identity.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 5: moat.identity.v1.RevokeApiKeyResponse
-	(*RotateApiKeyRequest)(nil),   // 6: moat.identity.v1.RotateApiKeyRequest
-	(*RotateApiKeyResponse)(nil),  // 7: moat.identity.v1.RotateApiKeyResponse
-	(*WatchKeyIndexRequest)(nil),  // 8: moat.identity.v1.WatchKeyIndexRequest
-	(*WatchKeyIndexResponse)(nil), // 9: moat.identity.v1.WatchKeyIndexResponse
-	(*KeyIndexSnapshot)(nil),      // 10: moat.identity.v1.KeyIndexSnapshot
-	(*ApiKey)(nil),                // 11: moat.identity.v1.ApiKey
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*KeyIndexEntry)(nil),         // 13: moat.identity.v1.KeyIndexEntry
+	(*CreateApiKeyRequest)(nil),            // 0: moat.identity.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),           // 1: moat.identity.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),             // 2: moat.identity.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),            // 3: moat.identity.v1.ListApiKeysResponse
+	(*RevokeApiKeyRequest)(nil),            // 4: moat.identity.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),           // 5: moat.identity.v1.RevokeApiKeyResponse
+	(*RotateApiKeyRequest)(nil),            // 6: moat.identity.v1.RotateApiKeyRequest
+	(*RotateApiKeyResponse)(nil),           // 7: moat.identity.v1.RotateApiKeyResponse
+	(*GetCallerRequest)(nil),               // 8: moat.identity.v1.GetCallerRequest
+	(*GetCallerResponse)(nil),              // 9: moat.identity.v1.GetCallerResponse
+	(*CreateMemberRequest)(nil),            // 10: moat.identity.v1.CreateMemberRequest
+	(*CreateMemberResponse)(nil),           // 11: moat.identity.v1.CreateMemberResponse
+	(*GetMemberRequest)(nil),               // 12: moat.identity.v1.GetMemberRequest
+	(*GetMemberResponse)(nil),              // 13: moat.identity.v1.GetMemberResponse
+	(*ListMembersRequest)(nil),             // 14: moat.identity.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),            // 15: moat.identity.v1.ListMembersResponse
+	(*UpdateMemberRequest)(nil),            // 16: moat.identity.v1.UpdateMemberRequest
+	(*UpdateMemberResponse)(nil),           // 17: moat.identity.v1.UpdateMemberResponse
+	(*DeleteMemberRequest)(nil),            // 18: moat.identity.v1.DeleteMemberRequest
+	(*DeleteMemberResponse)(nil),           // 19: moat.identity.v1.DeleteMemberResponse
+	(*CreateIdentityProviderRequest)(nil),  // 20: moat.identity.v1.CreateIdentityProviderRequest
+	(*CreateIdentityProviderResponse)(nil), // 21: moat.identity.v1.CreateIdentityProviderResponse
+	(*GetIdentityProviderRequest)(nil),     // 22: moat.identity.v1.GetIdentityProviderRequest
+	(*GetIdentityProviderResponse)(nil),    // 23: moat.identity.v1.GetIdentityProviderResponse
+	(*ListIdentityProvidersRequest)(nil),   // 24: moat.identity.v1.ListIdentityProvidersRequest
+	(*ListIdentityProvidersResponse)(nil),  // 25: moat.identity.v1.ListIdentityProvidersResponse
+	(*UpdateIdentityProviderRequest)(nil),  // 26: moat.identity.v1.UpdateIdentityProviderRequest
+	(*UpdateIdentityProviderResponse)(nil), // 27: moat.identity.v1.UpdateIdentityProviderResponse
+	(*DeleteIdentityProviderRequest)(nil),  // 28: moat.identity.v1.DeleteIdentityProviderRequest
+	(*DeleteIdentityProviderResponse)(nil), // 29: moat.identity.v1.DeleteIdentityProviderResponse
+	(*WatchKeyIndexRequest)(nil),           // 30: moat.identity.v1.WatchKeyIndexRequest
+	(*WatchKeyIndexResponse)(nil),          // 31: moat.identity.v1.WatchKeyIndexResponse
+	(*KeyIndexSnapshot)(nil),               // 32: moat.identity.v1.KeyIndexSnapshot
+	(*ApiKey)(nil),                         // 33: moat.identity.v1.ApiKey
+	(*durationpb.Duration)(nil),            // 34: google.protobuf.Duration
+	(*Member)(nil),                         // 35: moat.identity.v1.Member
+	(*fieldmaskpb.FieldMask)(nil),          // 36: google.protobuf.FieldMask
+	(*IdentityProvider)(nil),               // 37: moat.identity.v1.IdentityProvider
+	(*timestamppb.Timestamp)(nil),          // 38: google.protobuf.Timestamp
+	(*KeyIndexEntry)(nil),                  // 39: moat.identity.v1.KeyIndexEntry
+	(*MembershipEntry)(nil),                // 40: moat.identity.v1.MembershipEntry
 }
 var file_moat_identity_v1_identity_service_proto_depIdxs = []int32{
-	11, // 0: moat.identity.v1.CreateApiKeyRequest.api_key:type_name -> moat.identity.v1.ApiKey
-	11, // 1: moat.identity.v1.CreateApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
-	11, // 2: moat.identity.v1.ListApiKeysResponse.api_keys:type_name -> moat.identity.v1.ApiKey
-	11, // 3: moat.identity.v1.RevokeApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
-	12, // 4: moat.identity.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	11, // 5: moat.identity.v1.RotateApiKeyResponse.new_api_key:type_name -> moat.identity.v1.ApiKey
-	11, // 6: moat.identity.v1.RotateApiKeyResponse.old_api_key:type_name -> moat.identity.v1.ApiKey
-	10, // 7: moat.identity.v1.WatchKeyIndexResponse.snapshot:type_name -> moat.identity.v1.KeyIndexSnapshot
-	13, // 8: moat.identity.v1.WatchKeyIndexResponse.upsert:type_name -> moat.identity.v1.KeyIndexEntry
-	13, // 9: moat.identity.v1.KeyIndexSnapshot.entries:type_name -> moat.identity.v1.KeyIndexEntry
-	0,  // 10: moat.identity.v1.IdentityService.CreateApiKey:input_type -> moat.identity.v1.CreateApiKeyRequest
-	2,  // 11: moat.identity.v1.IdentityService.ListApiKeys:input_type -> moat.identity.v1.ListApiKeysRequest
-	4,  // 12: moat.identity.v1.IdentityService.RevokeApiKey:input_type -> moat.identity.v1.RevokeApiKeyRequest
-	6,  // 13: moat.identity.v1.IdentityService.RotateApiKey:input_type -> moat.identity.v1.RotateApiKeyRequest
-	8,  // 14: moat.identity.v1.IdentityService.WatchKeyIndex:input_type -> moat.identity.v1.WatchKeyIndexRequest
-	1,  // 15: moat.identity.v1.IdentityService.CreateApiKey:output_type -> moat.identity.v1.CreateApiKeyResponse
-	3,  // 16: moat.identity.v1.IdentityService.ListApiKeys:output_type -> moat.identity.v1.ListApiKeysResponse
-	5,  // 17: moat.identity.v1.IdentityService.RevokeApiKey:output_type -> moat.identity.v1.RevokeApiKeyResponse
-	7,  // 18: moat.identity.v1.IdentityService.RotateApiKey:output_type -> moat.identity.v1.RotateApiKeyResponse
-	9,  // 19: moat.identity.v1.IdentityService.WatchKeyIndex:output_type -> moat.identity.v1.WatchKeyIndexResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	33, // 0: moat.identity.v1.CreateApiKeyRequest.api_key:type_name -> moat.identity.v1.ApiKey
+	33, // 1: moat.identity.v1.CreateApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
+	33, // 2: moat.identity.v1.ListApiKeysResponse.api_keys:type_name -> moat.identity.v1.ApiKey
+	33, // 3: moat.identity.v1.RevokeApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
+	34, // 4: moat.identity.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	33, // 5: moat.identity.v1.RotateApiKeyResponse.new_api_key:type_name -> moat.identity.v1.ApiKey
+	33, // 6: moat.identity.v1.RotateApiKeyResponse.old_api_key:type_name -> moat.identity.v1.ApiKey
+	35, // 7: moat.identity.v1.GetCallerResponse.memberships:type_name -> moat.identity.v1.Member
+	35, // 8: moat.identity.v1.CreateMemberRequest.member:type_name -> moat.identity.v1.Member
+	35, // 9: moat.identity.v1.CreateMemberResponse.member:type_name -> moat.identity.v1.Member
+	35, // 10: moat.identity.v1.GetMemberResponse.member:type_name -> moat.identity.v1.Member
+	35, // 11: moat.identity.v1.ListMembersResponse.members:type_name -> moat.identity.v1.Member
+	35, // 12: moat.identity.v1.UpdateMemberRequest.member:type_name -> moat.identity.v1.Member
+	36, // 13: moat.identity.v1.UpdateMemberRequest.update_mask:type_name -> google.protobuf.FieldMask
+	35, // 14: moat.identity.v1.UpdateMemberResponse.member:type_name -> moat.identity.v1.Member
+	37, // 15: moat.identity.v1.CreateIdentityProviderRequest.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	37, // 16: moat.identity.v1.CreateIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	37, // 17: moat.identity.v1.GetIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	37, // 18: moat.identity.v1.ListIdentityProvidersResponse.identity_providers:type_name -> moat.identity.v1.IdentityProvider
+	37, // 19: moat.identity.v1.UpdateIdentityProviderRequest.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	36, // 20: moat.identity.v1.UpdateIdentityProviderRequest.update_mask:type_name -> google.protobuf.FieldMask
+	37, // 21: moat.identity.v1.UpdateIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	38, // 22: moat.identity.v1.DeleteIdentityProviderResponse.delete_time:type_name -> google.protobuf.Timestamp
+	32, // 23: moat.identity.v1.WatchKeyIndexResponse.snapshot:type_name -> moat.identity.v1.KeyIndexSnapshot
+	39, // 24: moat.identity.v1.WatchKeyIndexResponse.upsert:type_name -> moat.identity.v1.KeyIndexEntry
+	40, // 25: moat.identity.v1.WatchKeyIndexResponse.upsert_membership:type_name -> moat.identity.v1.MembershipEntry
+	40, // 26: moat.identity.v1.WatchKeyIndexResponse.remove_membership:type_name -> moat.identity.v1.MembershipEntry
+	39, // 27: moat.identity.v1.KeyIndexSnapshot.entries:type_name -> moat.identity.v1.KeyIndexEntry
+	40, // 28: moat.identity.v1.KeyIndexSnapshot.memberships:type_name -> moat.identity.v1.MembershipEntry
+	0,  // 29: moat.identity.v1.IdentityService.CreateApiKey:input_type -> moat.identity.v1.CreateApiKeyRequest
+	2,  // 30: moat.identity.v1.IdentityService.ListApiKeys:input_type -> moat.identity.v1.ListApiKeysRequest
+	4,  // 31: moat.identity.v1.IdentityService.RevokeApiKey:input_type -> moat.identity.v1.RevokeApiKeyRequest
+	6,  // 32: moat.identity.v1.IdentityService.RotateApiKey:input_type -> moat.identity.v1.RotateApiKeyRequest
+	8,  // 33: moat.identity.v1.IdentityService.GetCaller:input_type -> moat.identity.v1.GetCallerRequest
+	10, // 34: moat.identity.v1.IdentityService.CreateMember:input_type -> moat.identity.v1.CreateMemberRequest
+	12, // 35: moat.identity.v1.IdentityService.GetMember:input_type -> moat.identity.v1.GetMemberRequest
+	14, // 36: moat.identity.v1.IdentityService.ListMembers:input_type -> moat.identity.v1.ListMembersRequest
+	16, // 37: moat.identity.v1.IdentityService.UpdateMember:input_type -> moat.identity.v1.UpdateMemberRequest
+	18, // 38: moat.identity.v1.IdentityService.DeleteMember:input_type -> moat.identity.v1.DeleteMemberRequest
+	20, // 39: moat.identity.v1.IdentityService.CreateIdentityProvider:input_type -> moat.identity.v1.CreateIdentityProviderRequest
+	22, // 40: moat.identity.v1.IdentityService.GetIdentityProvider:input_type -> moat.identity.v1.GetIdentityProviderRequest
+	24, // 41: moat.identity.v1.IdentityService.ListIdentityProviders:input_type -> moat.identity.v1.ListIdentityProvidersRequest
+	26, // 42: moat.identity.v1.IdentityService.UpdateIdentityProvider:input_type -> moat.identity.v1.UpdateIdentityProviderRequest
+	28, // 43: moat.identity.v1.IdentityService.DeleteIdentityProvider:input_type -> moat.identity.v1.DeleteIdentityProviderRequest
+	30, // 44: moat.identity.v1.IdentityService.WatchKeyIndex:input_type -> moat.identity.v1.WatchKeyIndexRequest
+	1,  // 45: moat.identity.v1.IdentityService.CreateApiKey:output_type -> moat.identity.v1.CreateApiKeyResponse
+	3,  // 46: moat.identity.v1.IdentityService.ListApiKeys:output_type -> moat.identity.v1.ListApiKeysResponse
+	5,  // 47: moat.identity.v1.IdentityService.RevokeApiKey:output_type -> moat.identity.v1.RevokeApiKeyResponse
+	7,  // 48: moat.identity.v1.IdentityService.RotateApiKey:output_type -> moat.identity.v1.RotateApiKeyResponse
+	9,  // 49: moat.identity.v1.IdentityService.GetCaller:output_type -> moat.identity.v1.GetCallerResponse
+	11, // 50: moat.identity.v1.IdentityService.CreateMember:output_type -> moat.identity.v1.CreateMemberResponse
+	13, // 51: moat.identity.v1.IdentityService.GetMember:output_type -> moat.identity.v1.GetMemberResponse
+	15, // 52: moat.identity.v1.IdentityService.ListMembers:output_type -> moat.identity.v1.ListMembersResponse
+	17, // 53: moat.identity.v1.IdentityService.UpdateMember:output_type -> moat.identity.v1.UpdateMemberResponse
+	19, // 54: moat.identity.v1.IdentityService.DeleteMember:output_type -> moat.identity.v1.DeleteMemberResponse
+	21, // 55: moat.identity.v1.IdentityService.CreateIdentityProvider:output_type -> moat.identity.v1.CreateIdentityProviderResponse
+	23, // 56: moat.identity.v1.IdentityService.GetIdentityProvider:output_type -> moat.identity.v1.GetIdentityProviderResponse
+	25, // 57: moat.identity.v1.IdentityService.ListIdentityProviders:output_type -> moat.identity.v1.ListIdentityProvidersResponse
+	27, // 58: moat.identity.v1.IdentityService.UpdateIdentityProvider:output_type -> moat.identity.v1.UpdateIdentityProviderResponse
+	29, // 59: moat.identity.v1.IdentityService.DeleteIdentityProvider:output_type -> moat.identity.v1.DeleteIdentityProviderResponse
+	31, // 60: moat.identity.v1.IdentityService.WatchKeyIndex:output_type -> moat.identity.v1.WatchKeyIndexResponse
+	45, // [45:61] is the sub-list for method output_type
+	29, // [29:45] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_moat_identity_v1_identity_service_proto_init() }
@@ -797,11 +2130,15 @@ func file_moat_identity_v1_identity_service_proto_init() {
 		return
 	}
 	file_moat_identity_v1_api_key_proto_init()
+	file_moat_identity_v1_identity_provider_proto_init()
 	file_moat_identity_v1_key_index_proto_init()
-	file_moat_identity_v1_identity_service_proto_msgTypes[9].OneofWrappers = []any{
+	file_moat_identity_v1_member_proto_init()
+	file_moat_identity_v1_identity_service_proto_msgTypes[31].OneofWrappers = []any{
 		(*WatchKeyIndexResponse_Snapshot)(nil),
 		(*WatchKeyIndexResponse_Upsert)(nil),
 		(*WatchKeyIndexResponse_RemoveKeyId)(nil),
+		(*WatchKeyIndexResponse_UpsertMembership)(nil),
+		(*WatchKeyIndexResponse_RemoveMembership)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -809,7 +2146,7 @@ func file_moat_identity_v1_identity_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moat_identity_v1_identity_service_proto_rawDesc), len(file_moat_identity_v1_identity_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,20 +19,34 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IdentityService_CreateApiKey_FullMethodName  = "/moat.identity.v1.IdentityService/CreateApiKey"
-	IdentityService_ListApiKeys_FullMethodName   = "/moat.identity.v1.IdentityService/ListApiKeys"
-	IdentityService_RevokeApiKey_FullMethodName  = "/moat.identity.v1.IdentityService/RevokeApiKey"
-	IdentityService_RotateApiKey_FullMethodName  = "/moat.identity.v1.IdentityService/RotateApiKey"
-	IdentityService_WatchKeyIndex_FullMethodName = "/moat.identity.v1.IdentityService/WatchKeyIndex"
+	IdentityService_CreateApiKey_FullMethodName           = "/moat.identity.v1.IdentityService/CreateApiKey"
+	IdentityService_ListApiKeys_FullMethodName            = "/moat.identity.v1.IdentityService/ListApiKeys"
+	IdentityService_RevokeApiKey_FullMethodName           = "/moat.identity.v1.IdentityService/RevokeApiKey"
+	IdentityService_RotateApiKey_FullMethodName           = "/moat.identity.v1.IdentityService/RotateApiKey"
+	IdentityService_GetCaller_FullMethodName              = "/moat.identity.v1.IdentityService/GetCaller"
+	IdentityService_CreateMember_FullMethodName           = "/moat.identity.v1.IdentityService/CreateMember"
+	IdentityService_GetMember_FullMethodName              = "/moat.identity.v1.IdentityService/GetMember"
+	IdentityService_ListMembers_FullMethodName            = "/moat.identity.v1.IdentityService/ListMembers"
+	IdentityService_UpdateMember_FullMethodName           = "/moat.identity.v1.IdentityService/UpdateMember"
+	IdentityService_DeleteMember_FullMethodName           = "/moat.identity.v1.IdentityService/DeleteMember"
+	IdentityService_CreateIdentityProvider_FullMethodName = "/moat.identity.v1.IdentityService/CreateIdentityProvider"
+	IdentityService_GetIdentityProvider_FullMethodName    = "/moat.identity.v1.IdentityService/GetIdentityProvider"
+	IdentityService_ListIdentityProviders_FullMethodName  = "/moat.identity.v1.IdentityService/ListIdentityProviders"
+	IdentityService_UpdateIdentityProvider_FullMethodName = "/moat.identity.v1.IdentityService/UpdateIdentityProvider"
+	IdentityService_DeleteIdentityProvider_FullMethodName = "/moat.identity.v1.IdentityService/DeleteIdentityProvider"
+	IdentityService_WatchKeyIndex_FullMethodName          = "/moat.identity.v1.IdentityService/WatchKeyIndex"
 )
 
 // IdentityServiceClient is the client API for IdentityService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// IdentityService manages API keys and streams the key index to gateways and
-// services. Every call is authenticated; key mutations, allowed or denied,
-// are audited.
+// IdentityService manages organization memberships, organizations' identity
+// providers and API keys, and streams the key index to gateways and
+// services. Every call is authenticated; every mutation, allowed or denied,
+// is audited. Platform admins may call every method; an organization's
+// admins manage its members, identity providers and keys; its members
+// manage their own keys.
 type IdentityServiceClient interface {
 	// Creates a project API key. The response carries the key itself, once.
 	CreateApiKey(ctx context.Context, in *CreateApiKeyRequest, opts ...grpc.CallOption) (*CreateApiKeyResponse, error)
@@ -47,6 +61,35 @@ type IdentityServiceClient interface {
 	// carries the new key itself, once. Rotating a revoked key fails with
 	// FAILED_PRECONDITION.
 	RotateApiKey(ctx context.Context, in *RotateApiKeyRequest, opts ...grpc.CallOption) (*RotateApiKeyResponse, error)
+	// Returns the caller: who they are and their role in each organization.
+	// A user's first call after signing in through an organization's
+	// identity provider makes them a member just in time, with the role the
+	// provider's group mappings give.
+	GetCaller(ctx context.Context, in *GetCallerRequest, opts ...grpc.CallOption) (*GetCallerResponse, error)
+	// Adds a user to an organization.
+	CreateMember(ctx context.Context, in *CreateMemberRequest, opts ...grpc.CallOption) (*CreateMemberResponse, error)
+	// Returns one membership.
+	GetMember(ctx context.Context, in *GetMemberRequest, opts ...grpc.CallOption) (*GetMemberResponse, error)
+	// Lists an organization's members, oldest first.
+	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// Changes a member's role (update_mask: role).
+	UpdateMember(ctx context.Context, in *UpdateMemberRequest, opts ...grpc.CallOption) (*UpdateMemberResponse, error)
+	// Removes a user from an organization and revokes the keys they own
+	// there. An organization keeps at least one admin.
+	DeleteMember(ctx context.Context, in *DeleteMemberRequest, opts ...grpc.CallOption) (*DeleteMemberResponse, error)
+	// Adds an identity provider to an organization and sets it up in
+	// Keycloak.
+	CreateIdentityProvider(ctx context.Context, in *CreateIdentityProviderRequest, opts ...grpc.CallOption) (*CreateIdentityProviderResponse, error)
+	// Returns one identity provider.
+	GetIdentityProvider(ctx context.Context, in *GetIdentityProviderRequest, opts ...grpc.CallOption) (*GetIdentityProviderResponse, error)
+	// Lists an organization's identity providers.
+	ListIdentityProviders(ctx context.Context, in *ListIdentityProvidersRequest, opts ...grpc.CallOption) (*ListIdentityProvidersResponse, error)
+	// Changes an identity provider (update_mask: display_name, oidc, saml,
+	// group_role_mappings, default_role, email_domains).
+	UpdateIdentityProvider(ctx context.Context, in *UpdateIdentityProviderRequest, opts ...grpc.CallOption) (*UpdateIdentityProviderResponse, error)
+	// Removes an identity provider: its users can no longer sign in through
+	// it. Their memberships stay until an admin removes them.
+	DeleteIdentityProvider(ctx context.Context, in *DeleteIdentityProviderRequest, opts ...grpc.CallOption) (*DeleteIdentityProviderResponse, error)
 	// Streams the key index: the full index first, then every change as it
 	// happens. For gateways and services only (internal token required).
 	WatchKeyIndex(ctx context.Context, in *WatchKeyIndexRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchKeyIndexResponse], error)
@@ -100,6 +143,116 @@ func (c *identityServiceClient) RotateApiKey(ctx context.Context, in *RotateApiK
 	return out, nil
 }
 
+func (c *identityServiceClient) GetCaller(ctx context.Context, in *GetCallerRequest, opts ...grpc.CallOption) (*GetCallerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCallerResponse)
+	err := c.cc.Invoke(ctx, IdentityService_GetCaller_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) CreateMember(ctx context.Context, in *CreateMemberRequest, opts ...grpc.CallOption) (*CreateMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateMemberResponse)
+	err := c.cc.Invoke(ctx, IdentityService_CreateMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) GetMember(ctx context.Context, in *GetMemberRequest, opts ...grpc.CallOption) (*GetMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMemberResponse)
+	err := c.cc.Invoke(ctx, IdentityService_GetMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMembersResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ListMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) UpdateMember(ctx context.Context, in *UpdateMemberRequest, opts ...grpc.CallOption) (*UpdateMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateMemberResponse)
+	err := c.cc.Invoke(ctx, IdentityService_UpdateMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) DeleteMember(ctx context.Context, in *DeleteMemberRequest, opts ...grpc.CallOption) (*DeleteMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteMemberResponse)
+	err := c.cc.Invoke(ctx, IdentityService_DeleteMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) CreateIdentityProvider(ctx context.Context, in *CreateIdentityProviderRequest, opts ...grpc.CallOption) (*CreateIdentityProviderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateIdentityProviderResponse)
+	err := c.cc.Invoke(ctx, IdentityService_CreateIdentityProvider_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) GetIdentityProvider(ctx context.Context, in *GetIdentityProviderRequest, opts ...grpc.CallOption) (*GetIdentityProviderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetIdentityProviderResponse)
+	err := c.cc.Invoke(ctx, IdentityService_GetIdentityProvider_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) ListIdentityProviders(ctx context.Context, in *ListIdentityProvidersRequest, opts ...grpc.CallOption) (*ListIdentityProvidersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListIdentityProvidersResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ListIdentityProviders_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) UpdateIdentityProvider(ctx context.Context, in *UpdateIdentityProviderRequest, opts ...grpc.CallOption) (*UpdateIdentityProviderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateIdentityProviderResponse)
+	err := c.cc.Invoke(ctx, IdentityService_UpdateIdentityProvider_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) DeleteIdentityProvider(ctx context.Context, in *DeleteIdentityProviderRequest, opts ...grpc.CallOption) (*DeleteIdentityProviderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteIdentityProviderResponse)
+	err := c.cc.Invoke(ctx, IdentityService_DeleteIdentityProvider_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *identityServiceClient) WatchKeyIndex(ctx context.Context, in *WatchKeyIndexRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchKeyIndexResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &IdentityService_ServiceDesc.Streams[0], IdentityService_WatchKeyIndex_FullMethodName, cOpts...)
@@ -123,9 +276,12 @@ type IdentityService_WatchKeyIndexClient = grpc.ServerStreamingClient[WatchKeyIn
 // All implementations must embed UnimplementedIdentityServiceServer
 // for forward compatibility.
 //
-// IdentityService manages API keys and streams the key index to gateways and
-// services. Every call is authenticated; key mutations, allowed or denied,
-// are audited.
+// IdentityService manages organization memberships, organizations' identity
+// providers and API keys, and streams the key index to gateways and
+// services. Every call is authenticated; every mutation, allowed or denied,
+// is audited. Platform admins may call every method; an organization's
+// admins manage its members, identity providers and keys; its members
+// manage their own keys.
 type IdentityServiceServer interface {
 	// Creates a project API key. The response carries the key itself, once.
 	CreateApiKey(context.Context, *CreateApiKeyRequest) (*CreateApiKeyResponse, error)
@@ -140,6 +296,35 @@ type IdentityServiceServer interface {
 	// carries the new key itself, once. Rotating a revoked key fails with
 	// FAILED_PRECONDITION.
 	RotateApiKey(context.Context, *RotateApiKeyRequest) (*RotateApiKeyResponse, error)
+	// Returns the caller: who they are and their role in each organization.
+	// A user's first call after signing in through an organization's
+	// identity provider makes them a member just in time, with the role the
+	// provider's group mappings give.
+	GetCaller(context.Context, *GetCallerRequest) (*GetCallerResponse, error)
+	// Adds a user to an organization.
+	CreateMember(context.Context, *CreateMemberRequest) (*CreateMemberResponse, error)
+	// Returns one membership.
+	GetMember(context.Context, *GetMemberRequest) (*GetMemberResponse, error)
+	// Lists an organization's members, oldest first.
+	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// Changes a member's role (update_mask: role).
+	UpdateMember(context.Context, *UpdateMemberRequest) (*UpdateMemberResponse, error)
+	// Removes a user from an organization and revokes the keys they own
+	// there. An organization keeps at least one admin.
+	DeleteMember(context.Context, *DeleteMemberRequest) (*DeleteMemberResponse, error)
+	// Adds an identity provider to an organization and sets it up in
+	// Keycloak.
+	CreateIdentityProvider(context.Context, *CreateIdentityProviderRequest) (*CreateIdentityProviderResponse, error)
+	// Returns one identity provider.
+	GetIdentityProvider(context.Context, *GetIdentityProviderRequest) (*GetIdentityProviderResponse, error)
+	// Lists an organization's identity providers.
+	ListIdentityProviders(context.Context, *ListIdentityProvidersRequest) (*ListIdentityProvidersResponse, error)
+	// Changes an identity provider (update_mask: display_name, oidc, saml,
+	// group_role_mappings, default_role, email_domains).
+	UpdateIdentityProvider(context.Context, *UpdateIdentityProviderRequest) (*UpdateIdentityProviderResponse, error)
+	// Removes an identity provider: its users can no longer sign in through
+	// it. Their memberships stay until an admin removes them.
+	DeleteIdentityProvider(context.Context, *DeleteIdentityProviderRequest) (*DeleteIdentityProviderResponse, error)
 	// Streams the key index: the full index first, then every change as it
 	// happens. For gateways and services only (internal token required).
 	WatchKeyIndex(*WatchKeyIndexRequest, grpc.ServerStreamingServer[WatchKeyIndexResponse]) error
@@ -164,6 +349,39 @@ func (UnimplementedIdentityServiceServer) RevokeApiKey(context.Context, *RevokeA
 }
 func (UnimplementedIdentityServiceServer) RotateApiKey(context.Context, *RotateApiKeyRequest) (*RotateApiKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateApiKey not implemented")
+}
+func (UnimplementedIdentityServiceServer) GetCaller(context.Context, *GetCallerRequest) (*GetCallerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCaller not implemented")
+}
+func (UnimplementedIdentityServiceServer) CreateMember(context.Context, *CreateMemberRequest) (*CreateMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateMember not implemented")
+}
+func (UnimplementedIdentityServiceServer) GetMember(context.Context, *GetMemberRequest) (*GetMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMember not implemented")
+}
+func (UnimplementedIdentityServiceServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedIdentityServiceServer) UpdateMember(context.Context, *UpdateMemberRequest) (*UpdateMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateMember not implemented")
+}
+func (UnimplementedIdentityServiceServer) DeleteMember(context.Context, *DeleteMemberRequest) (*DeleteMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteMember not implemented")
+}
+func (UnimplementedIdentityServiceServer) CreateIdentityProvider(context.Context, *CreateIdentityProviderRequest) (*CreateIdentityProviderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateIdentityProvider not implemented")
+}
+func (UnimplementedIdentityServiceServer) GetIdentityProvider(context.Context, *GetIdentityProviderRequest) (*GetIdentityProviderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetIdentityProvider not implemented")
+}
+func (UnimplementedIdentityServiceServer) ListIdentityProviders(context.Context, *ListIdentityProvidersRequest) (*ListIdentityProvidersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListIdentityProviders not implemented")
+}
+func (UnimplementedIdentityServiceServer) UpdateIdentityProvider(context.Context, *UpdateIdentityProviderRequest) (*UpdateIdentityProviderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateIdentityProvider not implemented")
+}
+func (UnimplementedIdentityServiceServer) DeleteIdentityProvider(context.Context, *DeleteIdentityProviderRequest) (*DeleteIdentityProviderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteIdentityProvider not implemented")
 }
 func (UnimplementedIdentityServiceServer) WatchKeyIndex(*WatchKeyIndexRequest, grpc.ServerStreamingServer[WatchKeyIndexResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchKeyIndex not implemented")
@@ -261,6 +479,204 @@ func _IdentityService_RotateApiKey_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_GetCaller_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCallerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).GetCaller(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_GetCaller_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).GetCaller(ctx, req.(*GetCallerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_CreateMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).CreateMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_CreateMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).CreateMember(ctx, req.(*CreateMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_GetMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).GetMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_GetMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).GetMember(ctx, req.(*GetMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_ListMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ListMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ListMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ListMembers(ctx, req.(*ListMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_UpdateMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).UpdateMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_UpdateMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).UpdateMember(ctx, req.(*UpdateMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_DeleteMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).DeleteMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_DeleteMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).DeleteMember(ctx, req.(*DeleteMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_CreateIdentityProvider_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateIdentityProviderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).CreateIdentityProvider(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_CreateIdentityProvider_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).CreateIdentityProvider(ctx, req.(*CreateIdentityProviderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_GetIdentityProvider_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetIdentityProviderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).GetIdentityProvider(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_GetIdentityProvider_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).GetIdentityProvider(ctx, req.(*GetIdentityProviderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_ListIdentityProviders_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListIdentityProvidersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ListIdentityProviders(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ListIdentityProviders_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ListIdentityProviders(ctx, req.(*ListIdentityProvidersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_UpdateIdentityProvider_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateIdentityProviderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).UpdateIdentityProvider(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_UpdateIdentityProvider_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).UpdateIdentityProvider(ctx, req.(*UpdateIdentityProviderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_DeleteIdentityProvider_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteIdentityProviderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).DeleteIdentityProvider(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_DeleteIdentityProvider_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).DeleteIdentityProvider(ctx, req.(*DeleteIdentityProviderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IdentityService_WatchKeyIndex_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchKeyIndexRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -294,6 +710,50 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateApiKey",
 			Handler:    _IdentityService_RotateApiKey_Handler,
+		},
+		{
+			MethodName: "GetCaller",
+			Handler:    _IdentityService_GetCaller_Handler,
+		},
+		{
+			MethodName: "CreateMember",
+			Handler:    _IdentityService_CreateMember_Handler,
+		},
+		{
+			MethodName: "GetMember",
+			Handler:    _IdentityService_GetMember_Handler,
+		},
+		{
+			MethodName: "ListMembers",
+			Handler:    _IdentityService_ListMembers_Handler,
+		},
+		{
+			MethodName: "UpdateMember",
+			Handler:    _IdentityService_UpdateMember_Handler,
+		},
+		{
+			MethodName: "DeleteMember",
+			Handler:    _IdentityService_DeleteMember_Handler,
+		},
+		{
+			MethodName: "CreateIdentityProvider",
+			Handler:    _IdentityService_CreateIdentityProvider_Handler,
+		},
+		{
+			MethodName: "GetIdentityProvider",
+			Handler:    _IdentityService_GetIdentityProvider_Handler,
+		},
+		{
+			MethodName: "ListIdentityProviders",
+			Handler:    _IdentityService_ListIdentityProviders_Handler,
+		},
+		{
+			MethodName: "UpdateIdentityProvider",
+			Handler:    _IdentityService_UpdateIdentityProvider_Handler,
+		},
+		{
+			MethodName: "DeleteIdentityProvider",
+			Handler:    _IdentityService_DeleteIdentityProvider_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

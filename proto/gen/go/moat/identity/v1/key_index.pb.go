@@ -100,8 +100,14 @@ type KeyIndexEntry struct {
 	// The logical model names the key may call; empty for every route of
 	// its project.
 	AllowedModels []string `protobuf:"bytes,8,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The principal the key acts for (users/{user}); empty for a project's
+	// own key.
+	Owner string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
+	// The MCP tools the key may call ({server}/{tool} or {server}/*); empty
+	// for every tool of its project.
+	AllowedMcpTools []string `protobuf:"bytes,10,rep,name=allowed_mcp_tools,json=allowedMcpTools,proto3" json:"allowed_mcp_tools,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *KeyIndexEntry) Reset() {
@@ -190,11 +196,91 @@ func (x *KeyIndexEntry) GetAllowedModels() []string {
 	return nil
 }
 
+func (x *KeyIndexEntry) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *KeyIndexEntry) GetAllowedMcpTools() []string {
+	if x != nil {
+		return x.AllowedMcpTools
+	}
+	return nil
+}
+
+// MembershipEntry is one user's role in one organization, as verifiers need
+// it to authorize a signed-in user.
+type MembershipEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user. Format: users/{user}, where {user} is the `sub` of the user's
+	// access tokens.
+	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// The organization. Format: orgs/{org}
+	Organization string `protobuf:"bytes,2,opt,name=organization,proto3" json:"organization,omitempty"`
+	// The user's role there.
+	Role          OrgRole `protobuf:"varint,3,opt,name=role,proto3,enum=moat.identity.v1.OrgRole" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembershipEntry) Reset() {
+	*x = MembershipEntry{}
+	mi := &file_moat_identity_v1_key_index_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembershipEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembershipEntry) ProtoMessage() {}
+
+func (x *MembershipEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_key_index_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembershipEntry.ProtoReflect.Descriptor instead.
+func (*MembershipEntry) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_key_index_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MembershipEntry) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *MembershipEntry) GetOrganization() string {
+	if x != nil {
+		return x.Organization
+	}
+	return ""
+}
+
+func (x *MembershipEntry) GetRole() OrgRole {
+	if x != nil {
+		return x.Role
+	}
+	return OrgRole_ORG_ROLE_UNSPECIFIED
+}
+
 var File_moat_identity_v1_key_index_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_key_index_proto_rawDesc = "" +
 	"\n" +
-	" moat/identity/v1/key_index.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x02\n" +
+	" moat/identity/v1/key_index.proto\x12\x10moat.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmoat/identity/v1/member.proto\"\xc0\x03\n" +
 	"\rKeyIndexEntry\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkey_hmac\x18\x02 \x01(\fR\akeyHmac\x128\n" +
@@ -204,11 +290,18 @@ const file_moat_identity_v1_key_index_proto_rawDesc = "" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x16\n" +
 	"\x06prefix\x18\a \x01(\tR\x06prefix\x12%\n" +
-	"\x0eallowed_models\x18\b \x03(\tR\rallowedModels\"G\n" +
+	"\x0eallowed_models\x18\b \x03(\tR\rallowedModels\x12\x14\n" +
+	"\x05owner\x18\t \x01(\tR\x05owner\x12*\n" +
+	"\x11allowed_mcp_tools\x18\n" +
+	" \x03(\tR\x0fallowedMcpTools\"G\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PROJECT\x10\x01\x12\x17\n" +
-	"\x13ROLE_PLATFORM_ADMIN\x10\x02BBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
+	"\x13ROLE_PLATFORM_ADMIN\x10\x02\"x\n" +
+	"\x0fMembershipEntry\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\"\n" +
+	"\forganization\x18\x02 \x01(\tR\forganization\x12-\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x19.moat.identity.v1.OrgRoleR\x04roleBBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_moat_identity_v1_key_index_proto_rawDescOnce sync.Once
@@ -223,20 +316,23 @@ func file_moat_identity_v1_key_index_proto_rawDescGZIP() []byte {
 }
 
 var file_moat_identity_v1_key_index_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_moat_identity_v1_key_index_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_moat_identity_v1_key_index_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_moat_identity_v1_key_index_proto_goTypes = []any{
 	(KeyIndexEntry_Role)(0),       // 0: moat.identity.v1.KeyIndexEntry.Role
 	(*KeyIndexEntry)(nil),         // 1: moat.identity.v1.KeyIndexEntry
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*MembershipEntry)(nil),       // 2: moat.identity.v1.MembershipEntry
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(OrgRole)(0),                  // 4: moat.identity.v1.OrgRole
 }
 var file_moat_identity_v1_key_index_proto_depIdxs = []int32{
 	0, // 0: moat.identity.v1.KeyIndexEntry.role:type_name -> moat.identity.v1.KeyIndexEntry.Role
-	2, // 1: moat.identity.v1.KeyIndexEntry.expire_time:type_name -> google.protobuf.Timestamp
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 1: moat.identity.v1.KeyIndexEntry.expire_time:type_name -> google.protobuf.Timestamp
+	4, // 2: moat.identity.v1.MembershipEntry.role:type_name -> moat.identity.v1.OrgRole
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_moat_identity_v1_key_index_proto_init() }
@@ -244,13 +340,14 @@ func file_moat_identity_v1_key_index_proto_init() {
 	if File_moat_identity_v1_key_index_proto != nil {
 		return
 	}
+	file_moat_identity_v1_member_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moat_identity_v1_key_index_proto_rawDesc), len(file_moat_identity_v1_key_index_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
