@@ -6,21 +6,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"html"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moat-ai/moat/libs/keycloaktest"
 )
 
 // A platform admin signs in through the console client exactly as a
@@ -32,8 +28,8 @@ import (
 func TestSignedInAdminUsesTheAdminAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	token, err := signIn(ctx, env(t, "MOAT_OIDC_ISSUER"), env(t, "MOAT_OIDC_CLIENT_ID"), env(t, "MOAT_OIDC_REDIRECT_URI"),
-		env(t, "MOAT_ADMIN_USER"), env(t, "MOAT_ADMIN_PASSWORD"))
+	token, err := keycloaktest.SignIn(ctx, env(t, "MOAT_OIDC_ISSUER"), env(t, "MOAT_OIDC_CLIENT_ID"), env(t, "MOAT_OIDC_REDIRECT_URI"),
+		env(t, "MOAT_ADMIN_USER"), env(t, "MOAT_ADMIN_PASSWORD"), nil)
 	if err != nil {
 		t.Fatalf("sign in as %s: %v", env(t, "MOAT_ADMIN_USER"), err)
 	}
@@ -147,102 +143,4 @@ func tamper(token string) string {
 		b[i] = 'A'
 	}
 	return string(b)
-}
-
-var loginForm = regexp.MustCompile(`(?s)<form[^>]*id="kc-form-login"[^>]*action="([^"]+)"`)
-
-// signIn runs the authorization-code flow with PKCE (S256) for the public
-// client clientID as a browser does: it opens the authorization endpoint,
-// fills in the login form, takes the code from the redirect to
-// redirectURI (which is not followed: nothing needs to listen there) and
-// exchanges it, with the verifier, for an access token.
-func signIn(ctx context.Context, issuer, clientID, redirectURI, user, password string) (string, error) {
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		return "", err
-	}
-	client := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	verifierBytes := make([]byte, 32)
-	_, _ = rand.Read(verifierBytes)
-	verifier := base64.RawURLEncoding.EncodeToString(verifierBytes)
-	challenge := sha256.Sum256([]byte(verifier))
-	stateBytes := make([]byte, 16)
-	_, _ = rand.Read(stateBytes)
-	state := hex.EncodeToString(stateBytes)
-
-	q := url.Values{
-		"client_id": {clientID}, "response_type": {"code"}, "scope": {"openid"}, "redirect_uri": {redirectURI}, "state": {state},
-		"code_challenge": {base64.RawURLEncoding.EncodeToString(challenge[:])}, "code_challenge_method": {"S256"},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, issuer+"/protocol/openid-connect/auth?"+q.Encode(), nil)
-	if err != nil {
-		return "", fmt.Errorf("build the request: %w", err)
-	}
-	page, code, err := send(client, req)
-	if err != nil {
-		return "", err
-	}
-	m := loginForm.FindSubmatch(page)
-	if code != http.StatusOK || m == nil {
-		return "", fmt.Errorf("the authorization endpoint answered %d without a login form", code)
-	}
-
-	req, err = form(ctx, html.UnescapeString(string(m[1])), url.Values{"username": {user}, "password": {password}, "credentialId": {""}})
-	if err != nil {
-		return "", err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("post the login form: %w", err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc.String(), redirectURI) {
-		return "", fmt.Errorf("the login form answered %d without a redirect to the client", resp.StatusCode)
-	}
-	if loc.Query().Get("state") != state || loc.Query().Get("code") == "" {
-		return "", errors.New("the redirect lacks the code or the state")
-	}
-
-	if req, err = form(ctx, issuer+"/protocol/openid-connect/token", url.Values{
-		"grant_type": {"authorization_code"}, "client_id": {clientID}, "code": {loc.Query().Get("code")},
-		"redirect_uri": {redirectURI}, "code_verifier": {verifier},
-	}); err != nil {
-		return "", err
-	}
-	body, code, err := send(client, req)
-	if err != nil {
-		return "", err
-	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-	}
-	if code != http.StatusOK || json.Unmarshal(body, &tok) != nil || tok.AccessToken == "" || !strings.EqualFold(tok.TokenType, "bearer") {
-		return "", fmt.Errorf("the code exchange answered %d without a bearer access token", code)
-	}
-	return tok.AccessToken, nil
-}
-
-// send makes req and returns the body and status.
-func send(client *http.Client, req *http.Request) ([]byte, int, error) {
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s %s: read the body: %w", req.Method, req.URL.Path, err)
-	}
-	return b, resp.StatusCode, nil
-}
-
-func form(ctx context.Context, u string, values url.Values) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(values.Encode()))
-	if err != nil {
-		return nil, fmt.Errorf("build the request: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return req, nil
 }

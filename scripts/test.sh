@@ -154,6 +154,10 @@ run_e2e() {
 		source "${E2E_STATE}/platform.env"
 		# shellcheck source=/dev/null
 		source "${E2E_STATE}/demo.env"
+		# The instance's own Keycloak, where the tests make a corporate realm that Moat's brokers to.
+		TEST_KEYCLOAK_URL="${MOAT_OIDC_ISSUER%/realms/*}"
+		TEST_KEYCLOAK_ADMIN_USER=admin
+		TEST_KEYCLOAK_ADMIN_PASSWORD="$(secret KEYCLOAK_ADMIN_PASSWORD)"
 		set +a
 		go test -count=1 -race -tags e2e github.com/moat-ai/moat/e2e/...
 	)

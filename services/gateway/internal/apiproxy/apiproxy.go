@@ -1,5 +1,6 @@
 // Package apiproxy routes the admin REST API, /api/v1/..., by path to the
-// service that owns the resource: a `keys` collection to identity, `usage`
+// service that owns the resource: `keys`, `members`, `identityProviders`,
+// `serviceAccounts` and `agents` collections and `me` to identity, `usage`
 // to billing, `auditEvents` to audit, everything else to config. The
 // gateway authenticates nothing here: each service verifies the caller
 // itself (the Authorization header passes through), so a forwarded request
@@ -50,8 +51,12 @@ func Owner(escapedPath string) string {
 		}
 		seg, _, _ = strings.Cut(seg, ":")
 		switch seg {
-		case "keys":
+		case "keys", "members", "identityProviders", "serviceAccounts", "agents":
 			owner = identity
+		case "me":
+			if i == 0 {
+				owner = identity
+			}
 		case "usage":
 			owner = billing
 		case "auditEvents":

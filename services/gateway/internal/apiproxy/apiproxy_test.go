@@ -68,6 +68,13 @@ func TestRoutesByPath(t *testing.T) {
 		{http.MethodGet, "/api/v1/orgs/acme/usage", "billing"},
 		{http.MethodGet, "/api/v1/orgs/acme/projects/web/usage:totals", "billing"},
 		{http.MethodGet, "/api/v1/orgs/acme/auditEvents", "audit"},
+		{http.MethodGet, "/api/v1/me", "identity"},
+		{http.MethodPost, "/api/v1/orgs/acme/members?memberId=u1", "identity"},
+		{http.MethodPatch, "/api/v1/orgs/acme/members/u1", "identity"},
+		{http.MethodDelete, "/api/v1/orgs/acme/identityProviders/corp", "identity"},
+		{http.MethodGet, "/api/v1/orgs/acme/projects/web/serviceAccounts", "identity"},
+		{http.MethodGet, "/api/v1/orgs/acme/projects/web/agents/bot", "identity"},
+		{http.MethodGet, "/api/v1/orgs/me", "config"},
 		// Ids are not collections: an organization called "keys" is config's.
 		{http.MethodGet, "/api/v1/orgs/keys", "config"},
 		{http.MethodGet, "/api/v1/orgs/usage/projects/auditevents", "config"},

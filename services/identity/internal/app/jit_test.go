@@ -124,6 +124,16 @@ func TestJustInTimeMembership(t *testing.T) {
 			if pf.log.Contains(corp.ClientSecret) {
 				t.Error("the IdP client secret appears in identity's log")
 			}
+			// Scenario 17: the client secret lives in Keycloak only.
+			var leaks int
+			if err := pf.pool.QueryRow(t.Context(), `SELECT
+				(SELECT count(*) FROM identity_providers WHERE strpos(identity_providers::text, $1) > 0) +
+				(SELECT count(*) FROM outbox WHERE strpos(encode(payload, 'escape'), $1) > 0)`, corp.ClientSecret).Scan(&leaks); err != nil {
+				t.Fatal(err)
+			}
+			if leaks != 0 {
+				t.Errorf("the IdP client secret is stored in %d identity rows", leaks)
+			}
 		})
 	}
 }
