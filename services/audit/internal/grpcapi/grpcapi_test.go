@@ -35,7 +35,7 @@ import (
 var base = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // fixture is a served AuditService over a log of known records, and the
-// keys to call it with.
+// keys to call it with; the users of tenancyUsers may call it too.
 type fixture struct {
 	client     auditv1.AuditServiceClient
 	adminKey   string
@@ -88,8 +88,8 @@ func newFixture(t *testing.T) *fixture {
 	ix.Replace(1, []*identityv1.KeyIndexEntry{
 		authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
 		authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
-	})
-	ic := &authn.Interceptor{Auth: ix}
+	}, tenancyMemberships()...)
+	ic := &authn.Interceptor{Auth: ix, Tokens: tenancyTokens()}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()))
 	auditv1.RegisterAuditServiceServer(srv, grpcapi.New(audit.NewService(postgres.NewStore(pool)), slog.New(slog.DiscardHandler)))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -35,7 +35,7 @@ import (
 var base = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // fixture is a served BillingService over a ledger of known entries, and
-// the keys to call it with.
+// the keys to call it with; the users of tenancyUsers may call it too.
 type fixture struct {
 	client     billingv1.BillingServiceClient
 	adminKey   string
@@ -87,8 +87,8 @@ func newFixture(t *testing.T) *fixture {
 	ix.Replace(1, []*identityv1.KeyIndexEntry{
 		authntest.Entry(h, "admin", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
 		authntest.Entry(h, "web", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
-	})
-	ic := &authn.Interceptor{Auth: ix}
+	}, tenancyMemberships()...)
+	ic := &authn.Interceptor{Auth: ix, Tokens: tenancyTokens()}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()))
 	billingv1.RegisterBillingServiceServer(srv, grpcapi.New(billing.NewService(postgres.NewStore(pool), "USD"), slog.New(slog.DiscardHandler)))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

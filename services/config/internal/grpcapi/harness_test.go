@@ -35,7 +35,8 @@ import (
 
 // harness is a config gRPC server on loopback over a fresh database, with
 // the real authentication interceptor fed by a fake key index holding one
-// platform-admin key and one project key.
+// platform-admin key, one project key of orgA and the memberships of
+// tenancyUsers, and by a fake token verifier that knows those users.
 type harness struct {
 	pool    *pgxpool.Pool
 	client  configv1.ConfigServiceClient
@@ -77,9 +78,10 @@ func newHarness(t *testing.T, opts grpcapi.Options) *harness {
 	ix := authn.NewIndex(h)
 	ix.Replace(1, []*identityv1.KeyIndexEntry{
 		authntest.Entry(h, "admin1", adminKey, identityv1.KeyIndexEntry_ROLE_PLATFORM_ADMIN, "", ""),
-		authntest.Entry(h, "project1", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, "orgs/acme", "orgs/acme/projects/web"),
-	})
-	auth := &authn.Interceptor{Auth: ix, Token: authntest.InternalToken, Internal: grpcapi.InternalMethods, Denied: api.AuditRefusal}
+		authntest.Entry(h, "project1", projectKey, identityv1.KeyIndexEntry_ROLE_PROJECT, orgA, orgA+"/projects/web"),
+	}, tenancyMemberships()...)
+	auth := &authn.Interceptor{Auth: ix, Tokens: tenancyTokens(), Token: authntest.InternalToken,
+		Internal: grpcapi.InternalMethods, Denied: api.AuditRefusal}
 	srv := grpc.NewServer(
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(sdktrace.NewTracerProvider()))),
 		grpc.ChainUnaryInterceptor(api.Unary(), auth.Unary()),
@@ -182,4 +184,70 @@ func appendAuth(ctx context.Context, v string) context.Context {
 
 func appendToken(ctx context.Context, token string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, grpcclient.InternalTokenKey, token)
+}
+
+// The two tenants of the cross-tenant tests (RELIABILITY 15): the
+// harness's project key belongs to orgA.
+const (
+	orgA = "orgs/acme"
+	orgB = "orgs/umbrella"
+)
+
+// tenancyUsers are the OIDC users of the cross-tenant tests, by their sub:
+// each holds the roles listed (nil for none) and, when platform is set, is
+// in the platform-admins group.
+var tenancyUsers = []struct {
+	label    string
+	sub      string
+	roles    map[string]identityv1.OrgRole
+	platform bool
+}{
+	{label: "org A admin", sub: "alice", roles: map[string]identityv1.OrgRole{orgA: identityv1.OrgRole_ORG_ROLE_ADMIN}},
+	{label: "org A member", sub: "carol", roles: map[string]identityv1.OrgRole{orgA: identityv1.OrgRole_ORG_ROLE_MEMBER}},
+	{label: "org B admin", sub: "bob", roles: map[string]identityv1.OrgRole{orgB: identityv1.OrgRole_ORG_ROLE_ADMIN}},
+	{label: "platform admin", sub: "root", platform: true},
+}
+
+// tenancyMemberships are the key-index memberships of tenancyUsers.
+func tenancyMemberships() []*identityv1.MembershipEntry {
+	var out []*identityv1.MembershipEntry
+	for _, u := range tenancyUsers {
+		for org, role := range u.roles {
+			out = append(out, &identityv1.MembershipEntry{User: "users/" + u.sub, Organization: org, Role: role})
+		}
+	}
+	return out
+}
+
+// fakeTokens is an authn.Verifier that accepts fixed bearer strings. The
+// real OIDC verification is tested in libs/authn against Keycloak; here
+// only what the interceptor makes of verified claims matters.
+type fakeTokens map[string]authn.TokenClaims
+
+func (f fakeTokens) Verify(_ context.Context, raw string) (authn.TokenClaims, error) {
+	c, ok := f[raw]
+	if !ok {
+		return authn.TokenClaims{}, authn.ErrUnauthenticated
+	}
+	return c, nil
+}
+
+// tenancyTokens accepts userToken(sub) for every user of tenancyUsers.
+func tenancyTokens() fakeTokens {
+	f := fakeTokens{}
+	for _, u := range tenancyUsers {
+		c := authn.TokenClaims{Subject: u.sub, PreferredUsername: u.sub}
+		if u.platform {
+			c.Groups = []string{authn.PlatformAdminGroup}
+		}
+		f[userToken(u.sub)] = c
+	}
+	return f
+}
+
+func userToken(sub string) string { return "token-of-" + sub }
+
+// asUser is the outgoing context of a call by the user with sub.
+func asUser(sub string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+userToken(sub))
 }

@@ -170,6 +170,12 @@ func orgByID(ctx context.Context, q querier, id uuid.UUID) (orgRow, error) {
 	return r, nil
 }
 
+// errRequestIDReused refuses a create whose request id created something
+// under another parent: a request id is the idempotency key of one
+// request, and replaying it must not hand out, or name, what another
+// tenant created.
+var errRequestIDReused = &config.ValidationError{Field: "request_id", Reason: "was used by a different request; send a new one"}
+
 // replayed is the result of a create whose request id was used before: the
 // first result, unless that resource has been deleted since.
 func replayed(deleted bool, kind, name string) error {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,9 @@ func (s *Store) CreateProject(ctx context.Context, p config.Project, requestID s
 				return fmt.Errorf("look up request %s: %w", requestID, err)
 			}
 			if found {
+				if !strings.HasPrefix(r.Name, config.OrganizationName(org)+"/") {
+					return errRequestIDReused
+				}
 				out, a = r, a.WithTarget(r.Name)
 				return replayed(r.deleted, "project", r.Name)
 			}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,9 @@ func (s *Store) CreateProvider(ctx context.Context, p config.Provider, requestID
 				return fmt.Errorf("look up request %s: %w", requestID, err)
 			}
 			if found {
+				if !strings.HasPrefix(r.Name, config.OrganizationName(org)+"/") {
+					return errRequestIDReused
+				}
 				out, a = r, a.WithTarget(r.Name)
 				return replayed(r.deleted, "provider", r.Name)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,9 @@ func (s *Store) CreateRoute(ctx context.Context, r config.Route, requestID strin
 				return fmt.Errorf("look up request %s: %w", requestID, err)
 			}
 			if found {
+				if !strings.HasPrefix(row.Name, config.ProjectName(org, project)+"/") {
+					return errRequestIDReused
+				}
 				out, a = row, a.WithTarget(row.Name)
 				return replayed(row.deleted, "route", row.Name)
 			}
