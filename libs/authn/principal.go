@@ -59,8 +59,9 @@ type Principal struct {
 	// a project key may call; empty for every tool of its project. Shared
 	// like AllowedModels.
 	AllowedMCPTools []string
-	// Owner is the principal a key acts for (users/{user}), empty for a
-	// project's own key.
+	// Owner is the principal a key acts for: users/{user}, or a service
+	// account or agent of the key's project (its resource name); empty for
+	// a project's own key.
 	Owner string
 	// Username and Email are a user's preferred_username and email claims,
 	// for logs and display only: users can often change them, so nothing

@@ -157,6 +157,8 @@ type tenant struct {
 	projectKey          string // a key without owner
 	member              string // the member's membership name
 	idp                 string // an identity provider
+	serviceAccount      string // a service account of the project
+	agent               string // an agent of the project, owned by the member
 }
 
 // RELIABILITY.md scenario 15 for identity: org A's admin, org A's member
@@ -220,11 +222,31 @@ func TestCrossTenantAccess(t *testing.T) {
 		}
 		return tn.org + "/members/" + id
 	}
+	newServiceAccount := func(tn *tenant) string {
+		t.Helper()
+		resp, err := pf.client.CreateServiceAccount(root, &identityv1.CreateServiceAccountRequest{Parent: tn.project,
+			ServiceAccountId: keycloaktest.RandomName("sa-"), ServiceAccount: &identityv1.ServiceAccount{DisplayName: "fixture"}})
+		if err != nil {
+			t.Fatalf("create a service account in %s: %v", tn.project, err)
+		}
+		return resp.GetServiceAccount().GetName()
+	}
+	newAgent := func(tn *tenant) string {
+		t.Helper()
+		resp, err := pf.client.CreateAgent(root, &identityv1.CreateAgentRequest{Parent: tn.project, AgentId: keycloaktest.RandomName("agent-"),
+			Agent: &identityv1.Agent{DisplayName: "fixture", Owner: "users/" + tn.memberID, RiskTier: identityv1.RiskTier_RISK_TIER_LOW}})
+		if err != nil {
+			t.Fatalf("create an agent in %s: %v", tn.project, err)
+		}
+		return resp.GetAgent().GetName()
+	}
 	for _, tn := range tenants {
 		tn.adminKey = newKey(tn, tn.adminToken, "")
 		tn.memberKey = newKey(tn, tn.memberTok, "")
 		tn.projectKey = newKey(tn, pf.admin, "")
 		tn.idp = newIdP(tn, "corp")
+		tn.serviceAccount = newServiceAccount(tn)
+		tn.agent = newAgent(tn)
 	}
 
 	a, b := tenants["A"], tenants["B"]
@@ -267,6 +289,16 @@ func TestCrossTenantAccess(t *testing.T) {
 				return pf.client.CreateApiKey(ctx, &identityv1.CreateApiKeyRequest{Parent: tn.project,
 					ApiKey: &identityv1.ApiKey{DisplayName: "k", Owner: "users/" + tn.adminID}})
 			}},
+		// Keys of service accounts and agents are for admins: a member
+		// owns keys themselves only.
+		{name: "CreateApiKey (for the agent)", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.CreateApiKey(ctx, &identityv1.CreateApiKeyRequest{Parent: tn.project,
+				ApiKey: &identityv1.ApiKey{DisplayName: "k", Owner: tn.agent}})
+		}},
+		{name: "CreateApiKey (for the service account)", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.CreateApiKey(ctx, &identityv1.CreateApiKeyRequest{Parent: tn.project,
+				ApiKey: &identityv1.ApiKey{DisplayName: "k", Owner: tn.serviceAccount}})
+		}},
 		{name: "ListApiKeys", need: "member", call: func(ctx context.Context, tn *tenant) (any, error) {
 			return pf.client.ListApiKeys(ctx, &identityv1.ListApiKeysRequest{Parent: tn.project})
 		}},
@@ -318,6 +350,42 @@ func TestCrossTenantAccess(t *testing.T) {
 		}},
 		{name: "DeleteIdentityProvider", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
 			return pf.client.DeleteIdentityProvider(ctx, &identityv1.DeleteIdentityProviderRequest{Name: newIdP(tn, keycloaktest.RandomName("gone-"))})
+		}},
+		{name: "CreateServiceAccount", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.CreateServiceAccount(ctx, &identityv1.CreateServiceAccountRequest{Parent: tn.project,
+				ServiceAccountId: keycloaktest.RandomName("sa-"), ServiceAccount: &identityv1.ServiceAccount{DisplayName: "new"}})
+		}},
+		{name: "GetServiceAccount", need: "admin", call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.GetServiceAccount(ctx, &identityv1.GetServiceAccountRequest{Name: tn.serviceAccount})
+		}},
+		{name: "ListServiceAccounts", need: "admin", call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.ListServiceAccounts(ctx, &identityv1.ListServiceAccountsRequest{Parent: tn.project})
+		}},
+		{name: "UpdateServiceAccount", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.UpdateServiceAccount(ctx, &identityv1.UpdateServiceAccountRequest{
+				ServiceAccount: &identityv1.ServiceAccount{Name: tn.serviceAccount, Description: "changed"},
+				UpdateMask:     &fieldmaskpb.FieldMask{Paths: []string{"description"}}})
+		}},
+		{name: "DeleteServiceAccount", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.DeleteServiceAccount(ctx, &identityv1.DeleteServiceAccountRequest{Name: newServiceAccount(tn)})
+		}},
+		{name: "CreateAgent", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.CreateAgent(ctx, &identityv1.CreateAgentRequest{Parent: tn.project, AgentId: keycloaktest.RandomName("agent-"),
+				Agent: &identityv1.Agent{Owner: "users/" + tn.adminID, RiskTier: identityv1.RiskTier_RISK_TIER_HIGH, ActsFor: "users/" + tn.memberID}})
+		}},
+		{name: "GetAgent", need: "admin", call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.GetAgent(ctx, &identityv1.GetAgentRequest{Name: tn.agent})
+		}},
+		{name: "ListAgents", need: "admin", call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.ListAgents(ctx, &identityv1.ListAgentsRequest{Parent: tn.project})
+		}},
+		{name: "UpdateAgent", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.UpdateAgent(ctx, &identityv1.UpdateAgentRequest{
+				Agent:      &identityv1.Agent{Name: tn.agent, RiskTier: identityv1.RiskTier_RISK_TIER_MEDIUM},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"risk_tier"}}})
+		}},
+		{name: "DeleteAgent", need: "admin", mutation: true, call: func(ctx context.Context, tn *tenant) (any, error) {
+			return pf.client.DeleteAgent(ctx, &identityv1.DeleteAgentRequest{Name: newAgent(tn)})
 		}},
 	}
 
@@ -396,6 +464,44 @@ func TestCrossTenantAccess(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("UpdateIdentityProvider(mask %q): %v, want INVALID_ARGUMENT", paths, err)
 		}
+	}
+	// Nor can an admin rename, re-date or move a service account or an
+	// agent, or give an agent to a user of another organization.
+	for _, paths := range [][]string{{"name"}, {"create_time"}, {"update_time"}, {}} {
+		_, err := pf.client.UpdateServiceAccount(adminA, &identityv1.UpdateServiceAccountRequest{
+			ServiceAccount: &identityv1.ServiceAccount{Name: a.serviceAccount, DisplayName: "forged"},
+			UpdateMask:     &fieldmaskpb.FieldMask{Paths: paths}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("UpdateServiceAccount(mask %q): %v, want INVALID_ARGUMENT", paths, err)
+		}
+		_, err = pf.client.UpdateAgent(adminA, &identityv1.UpdateAgentRequest{
+			Agent:      &identityv1.Agent{Name: a.agent, Owner: "users/" + b.adminID},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("UpdateAgent(mask %q): %v, want INVALID_ARGUMENT", paths, err)
+		}
+	}
+	for _, field := range []string{"owner", "acts_for"} {
+		_, err := pf.client.UpdateAgent(adminA, &identityv1.UpdateAgentRequest{
+			Agent:      &identityv1.Agent{Name: a.agent, Owner: "users/" + b.adminID, ActsFor: "users/" + b.memberID},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{field}}})
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("UpdateAgent(%s from org B): %v, want FAILED_PRECONDITION", field, err)
+		}
+	}
+	if got, err := pf.client.GetAgent(adminA, &identityv1.GetAgentRequest{Name: a.agent}); err != nil ||
+		got.GetAgent().GetOwner() != "users/"+a.memberID || got.GetAgent().GetActsFor() != "" || got.GetAgent().GetDisplayName() != "fixture" {
+		t.Errorf("agent after refused updates = %v, %v; want unchanged", got, err)
+	}
+	if got, err := pf.client.GetServiceAccount(adminA, &identityv1.GetServiceAccountRequest{Name: a.serviceAccount}); err != nil ||
+		got.GetServiceAccount().GetDisplayName() != "fixture" {
+		t.Errorf("service account after refused updates = %v, %v; want unchanged", got, err)
+	}
+	// A key cannot be given to another project's (or organization's)
+	// service account.
+	if _, err := pf.client.CreateApiKey(adminA, &identityv1.CreateApiKeyRequest{Parent: a.project,
+		ApiKey: &identityv1.ApiKey{Owner: b.serviceAccount}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("CreateApiKey(owner org B's service account): %v, want INVALID_ARGUMENT", err)
 	}
 	// An admin cannot move their provider into another organization by
 	// naming it there, nor claim another organization's email domain.

@@ -1,5 +1,5 @@
 // Package grpcapi serves moat.identity.v1.IdentityService: it authorizes
-// callers, maps protos to the identity domain and back, audits refused key
+// callers, maps protos to the identity domain and back, audits refused
 // mutations, streams the key index, and turns domain errors into gRPC
 // statuses in one place (toStatus).
 package grpcapi
@@ -207,6 +207,12 @@ var mutations = map[string]bool{
 	identityv1.IdentityService_CreateIdentityProvider_FullMethodName: true,
 	identityv1.IdentityService_UpdateIdentityProvider_FullMethodName: true,
 	identityv1.IdentityService_DeleteIdentityProvider_FullMethodName: true,
+	identityv1.IdentityService_CreateServiceAccount_FullMethodName:   true,
+	identityv1.IdentityService_UpdateServiceAccount_FullMethodName:   true,
+	identityv1.IdentityService_DeleteServiceAccount_FullMethodName:   true,
+	identityv1.IdentityService_CreateAgent_FullMethodName:            true,
+	identityv1.IdentityService_UpdateAgent_FullMethodName:            true,
+	identityv1.IdentityService_DeleteAgent_FullMethodName:            true,
 }
 
 type targetKey struct{}
@@ -242,6 +248,18 @@ func (s *Server) Unary() grpc.UnaryServerInterceptor {
 		case *identityv1.UpdateIdentityProviderRequest:
 			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetIdentityProvider().GetName()})
 		case *identityv1.DeleteIdentityProviderRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
+		case *identityv1.CreateServiceAccountRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetParent()})
+		case *identityv1.UpdateServiceAccountRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetServiceAccount().GetName()})
+		case *identityv1.DeleteServiceAccountRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
+		case *identityv1.CreateAgentRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetParent()})
+		case *identityv1.UpdateAgentRequest:
+			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetAgent().GetName()})
+		case *identityv1.DeleteAgentRequest:
 			ctx = context.WithValue(ctx, targetKey{}, target{name: r.GetName()})
 		}
 		return handler(ctx, req)
@@ -342,14 +360,22 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, authn.DeniedMessage)
 	case errors.Is(err, identity.ErrNotOwner):
 		return status.Error(codes.PermissionDenied, identity.ErrNotOwner.Error())
-	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrMemberNotFound), errors.Is(err, identity.ErrIdPNotFound):
+	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrMemberNotFound), errors.Is(err, identity.ErrIdPNotFound),
+		errors.Is(err, identity.ErrServiceAccountNotFound), errors.Is(err, identity.ErrAgentNotFound):
 		return status.Error(codes.NotFound, notFoundMessage(err))
-	case errors.Is(err, identity.ErrMemberExists), errors.Is(err, identity.ErrIdPExists), errors.Is(err, identity.ErrDomainTaken):
+	case errors.Is(err, identity.ErrMemberExists), errors.Is(err, identity.ErrIdPExists), errors.Is(err, identity.ErrDomainTaken),
+		errors.Is(err, identity.ErrServiceAccountExists), errors.Is(err, identity.ErrAgentExists):
 		return status.Error(codes.AlreadyExists, existsMessage(err))
 	case errors.Is(err, identity.ErrOwnMembership):
 		return status.Error(codes.FailedPrecondition, identity.ErrOwnMembership.Error())
 	case errors.Is(err, identity.ErrOwnerNotMember):
 		return status.Error(codes.FailedPrecondition, identity.ErrOwnerNotMember.Error())
+	case errors.Is(err, identity.ErrOwnerNotFound):
+		return status.Error(codes.FailedPrecondition, identity.ErrOwnerNotFound.Error())
+	case errors.Is(err, identity.ErrAgentUserNotMember):
+		return status.Error(codes.FailedPrecondition, identity.ErrAgentUserNotMember.Error())
+	case errors.Is(err, identity.ErrMemberHasAgents):
+		return status.Error(codes.FailedPrecondition, identity.ErrMemberHasAgents.Error())
 	case errors.Is(err, identity.ErrNoBroker):
 		return status.Error(codes.FailedPrecondition, identity.ErrNoBroker.Error())
 	case errors.Is(err, identity.ErrInvalidIdP):

@@ -191,9 +191,7 @@ func (s *Server) UpdateIdentityProvider(ctx context.Context, req *identityv1.Upd
 		return nil, s.refuse(ctx, call, name, err)
 	}
 	in, secret := fromIdP(req.GetIdentityProvider())
-	org, id, _ := strings.Cut(name, "/identityProviders/")
-	in.Organization, in.ID = org, id
-	p, err := s.svc.UpdateIdentityProvider(ctx, call, in, secret, req.GetUpdateMask().GetPaths())
+	p, err := s.svc.UpdateIdentityProvider(ctx, call, name, in, secret, req.GetUpdateMask().GetPaths())
 	if err != nil {
 		return nil, s.refuse(ctx, call, name, err)
 	}
@@ -325,7 +323,7 @@ func (s *Server) toIdP(p identity.Provider) *identityv1.IdentityProvider {
 
 // notFoundMessage names what was not found without echoing the request.
 func notFoundMessage(err error) string {
-	for _, e := range []error{identity.ErrMemberNotFound, identity.ErrIdPNotFound} {
+	for _, e := range []error{identity.ErrMemberNotFound, identity.ErrIdPNotFound, identity.ErrServiceAccountNotFound, identity.ErrAgentNotFound} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}
@@ -339,6 +337,10 @@ func existsMessage(err error) string {
 		return identity.ErrMemberExists.Error()
 	case errors.Is(err, identity.ErrIdPExists):
 		return identity.ErrIdPExists.Error()
+	case errors.Is(err, identity.ErrServiceAccountExists):
+		return identity.ErrServiceAccountExists.Error()
+	case errors.Is(err, identity.ErrAgentExists):
+		return identity.ErrAgentExists.Error()
 	default:
 		// The domain is the caller's own input: naming it helps.
 		return err.Error()[strings.Index(err.Error(), identity.ErrDomainTaken.Error()):]

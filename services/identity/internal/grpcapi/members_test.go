@@ -122,3 +122,26 @@ func TestIdentityProvidersNeedKeycloak(t *testing.T) {
 		t.Errorf("CreateIdentityProvider without Keycloak = %v", err)
 	}
 }
+
+// A rotation's request id replays the rotation only under the key's own
+// name: naming the key under another organization's project is NOT_FOUND,
+// and shows neither key.
+func TestRotateRetryStaysInItsProject(t *testing.T) {
+	t.Parallel()
+	s := newServer(t)
+	admin := as(t, s.admin)
+	k := s.create(t, &identityv1.CreateApiKeyRequest{Parent: project, ApiKey: &identityv1.ApiKey{DisplayName: "rotated"}})
+	id := strings.TrimPrefix(k.GetApiKey().GetName(), project+"/keys/")
+	const requestID = "0b9b5a4e-5f4c-4c55-9d84-0a1f3c1c2b7e"
+	if _, err := s.client.RotateApiKey(admin, &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName(), RequestId: requestID}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.client.RotateApiKey(admin, &identityv1.RotateApiKeyRequest{Name: "orgs/other/projects/web/keys/" + id, RequestId: requestID})
+	if status.Code(err) != codes.NotFound || got != nil {
+		t.Errorf("RotateApiKey(the key under another org's name, its request id) = %v, %v; want NOT_FOUND", got, err)
+	}
+	again, err := s.client.RotateApiKey(admin, &identityv1.RotateApiKeyRequest{Name: k.GetApiKey().GetName(), RequestId: requestID})
+	if err != nil || again.GetKey() != "" || again.GetOldApiKey().GetName() != k.GetApiKey().GetName() {
+		t.Errorf("RotateApiKey(retry under its own name) = %v, %v; want the first rotation without the key", again, err)
+	}
+}

@@ -1,7 +1,8 @@
 // Package identity holds the rules of Moat's API keys: who holds one, how it
 // is named, generated, stored, revoked and expired, which keys make up the key
 // index every service authenticates against, and the audit record each key
-// mutation leaves. It knows nothing of gRPC or PostgreSQL: Store is what it
+// mutation leaves; and of the principals keys belong to: organization
+// members, and projects' service accounts and agents. It knows nothing of gRPC or PostgreSQL: Store is what it
 // needs from a database, and the transports map its errors.
 package identity
 
@@ -68,7 +69,8 @@ type Key struct {
 	AllowedModels []string
 	// RotatedFrom is the id of the key this one was rotated from, if any.
 	RotatedFrom string
-	// Owner is the principal the key acts for (users/{user}); empty for a
+	// Owner is the principal the key acts for: users/{user}, or the name
+	// of a service account or agent of the key's project; empty for a
 	// project's own key.
 	Owner string
 	// AllowedMCPTools are the MCP tools the key may call ({server}/{tool}
@@ -177,19 +179,23 @@ type Store interface {
 	// then it returns that key and created == false (AIP-155), or
 	// ErrRequestIDReused when that key has another role or project. audit
 	// builds the record for the resulting key; it is written either way.
+	// A new key's owner must exist in the transaction that inserts it: a
+	// user must be a member of its organization (ErrOwnerNotMember), a
+	// service account or agent one of its project (ErrOwnerNotFound).
 	CreateKey(ctx context.Context, k Key, audit func(Key) AuditRecord) (_ Key, created bool, _ error)
 	// UpdateKey loads key id for update and passes it to fn. When fn
 	// returns changed == true the key is stored with a new version. audit
 	// is written unless fn fails. A missing key is ErrNotFound.
 	UpdateKey(ctx context.Context, id string, fn func(*Key) (changed bool, err error), audit func(Key) AuditRecord) (Key, error)
-	// RotateKey, in one transaction, loads key id for update and passes it
-	// to fn, which changes it and returns its successor; both are stored
-	// with new versions. When requestID names a key created before, RotateKey
+	// RotateKey, in one transaction, loads key id for update, passes it to
+	// check (which refuses callers who may not rotate it) and then to fn,
+	// which changes it and returns its successor; both are stored with new
+	// versions. When requestID names a key created before, RotateKey
 	// instead returns key id and that key with created == false (AIP-155),
-	// or ErrRequestIDReused when that key is not a successor of key id.
-	// audit builds the record for the old key; it is written unless fn
-	// fails. A missing key is ErrNotFound.
-	RotateKey(ctx context.Context, id, requestID string, fn func(old *Key) (Key, error), audit func(old Key) AuditRecord) (old, successor Key, created bool, _ error)
+	// still after check passes, or ErrRequestIDReused when that key is not
+	// a successor of key id. audit builds the record for the old key; it is
+	// written unless check or fn fails. A missing key is ErrNotFound.
+	RotateKey(ctx context.Context, id, requestID string, check func(old Key) error, fn func(old *Key) (Key, error), audit func(old Key) AuditRecord) (old, successor Key, created bool, _ error)
 	// ListKeys returns at most limit keys of project, newest first,
 	// starting after after (nil: from the newest); only those of owner
 	// when owner is not empty.
@@ -224,6 +230,8 @@ type Store interface {
 	UpdateMember(ctx context.Context, org, userID string, fn func(*Member) bool, audit func(Member) AuditRecord) (Member, error)
 	// DeleteMember ends the membership at now and revokes the keys the user
 	// owns in org, and returns how many; audit's record is written with it.
+	// While agents of org name the user as owner or acts_for it changes
+	// nothing and returns ErrMemberHasAgents.
 	DeleteMember(ctx context.Context, org, userID string, now time.Time, audit func(Member) AuditRecord) (revoked int, _ error)
 	// MembershipsOf returns user id's lasting memberships, oldest first.
 	MembershipsOf(ctx context.Context, userID string) ([]Member, error)
@@ -246,6 +254,40 @@ type Store interface {
 	// DeleteIdP loads a provider for update, runs fn on it, deletes it and
 	// writes a, in one transaction.
 	DeleteIdP(ctx context.Context, org, id string, fn func(context.Context, Provider) error, a AuditRecord) error
+	// CreateServiceAccount inserts a and writes audit, in one transaction;
+	// ErrServiceAccountExists when its project has one with its id.
+	CreateServiceAccount(ctx context.Context, a ServiceAccount, audit AuditRecord) error
+	// GetServiceAccount returns a service account or
+	// ErrServiceAccountNotFound.
+	GetServiceAccount(ctx context.Context, project, id string) (ServiceAccount, error)
+	// ListServiceAccounts returns at most limit service accounts of
+	// project in id order, after the id after ("" from the first).
+	ListServiceAccounts(ctx context.Context, project, after string, limit int) ([]ServiceAccount, error)
+	// UpdateServiceAccount loads a service account for update, lets fn
+	// change it, stores it and writes audit, in one transaction.
+	UpdateServiceAccount(ctx context.Context, project, id string, fn func(*ServiceAccount) error, audit AuditRecord) (ServiceAccount, error)
+	// DeleteServiceAccount deletes a service account, revokes at now the
+	// keys it owns (each with a new version, waking the watchers) and
+	// writes audit, in one transaction, and returns how many keys it
+	// revoked.
+	DeleteServiceAccount(ctx context.Context, project, id string, now time.Time, audit AuditRecord) (revoked int, _ error)
+	// CreateAgent inserts a and writes audit, in one transaction;
+	// ErrAgentExists when its project has one with its id, and
+	// ErrAgentUserNotMember unless a's users are lasting members of its
+	// organization, which they then stay until the transaction ends.
+	CreateAgent(ctx context.Context, a Agent, audit AuditRecord) error
+	// GetAgent returns an agent or ErrAgentNotFound.
+	GetAgent(ctx context.Context, project, id string) (Agent, error)
+	// ListAgents returns at most limit agents of project in id order,
+	// after the id after ("" from the first).
+	ListAgents(ctx context.Context, project, after string, limit int) ([]Agent, error)
+	// UpdateAgent loads an agent for update, lets fn change it, checks its
+	// users as CreateAgent does, stores it and writes audit, in one
+	// transaction.
+	UpdateAgent(ctx context.Context, project, id string, fn func(*Agent) error, audit AuditRecord) (Agent, error)
+	// DeleteAgent deletes an agent and revokes its keys as
+	// DeleteServiceAccount does.
+	DeleteAgent(ctx context.Context, project, id string, now time.Time, audit AuditRecord) (revoked int, _ error)
 	// Bootstrap runs fn in one transaction that no other replica's
 	// Bootstrap runs concurrently with.
 	Bootstrap(ctx context.Context, fn func(context.Context, BootstrapTx) error) error

@@ -8,10 +8,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
-
-	"github.com/moat-ai/moat/libs/pagetoken"
 )
 
 // Provider is an organization's own IdP, brokered by Keycloak.
@@ -235,13 +234,13 @@ func checkURL(raw string) error {
 	return nil
 }
 
-// parseIdPName splits orgs/{org}/identityProviders/{idp}.
+// parseIdPName splits orgs/{org}/identityProviders/{idp} by position.
 func parseIdPName(name string) (org, id string, err error) {
-	org, id, ok := strings.Cut(name, "/identityProviders/")
-	if !ok || ParseOrg(org) != nil || !idPattern.MatchString(id) {
+	parts := strings.Split(name, "/")
+	if len(parts) != 4 || parts[2] != "identityProviders" || ParseOrg(parts[0]+"/"+parts[1]) != nil || !idPattern.MatchString(parts[3]) {
 		return "", "", errors.New("must be orgs/{org}/identityProviders/{identity_provider}")
 	}
-	return org, id, nil
+	return parts[0] + "/" + parts[1], parts[3], nil
 }
 
 func (s *Service) broker() (Broker, error) {
@@ -297,31 +296,18 @@ func (s *Service) ListIdentityProviders(ctx context.Context, org string, pageSiz
 	if err := ParseOrg(org); err != nil {
 		return nil, "", invalid("parent", err.Error())
 	}
-	size, err := pageSizeOf(pageSize)
-	if err != nil {
-		return nil, "", err
-	}
-	after := ""
-	if pageToken != "" {
-		if err := pagetoken.Decode(pageToken, org+"/identityProviders", &after); err != nil || !idPattern.MatchString(after) {
-			return nil, "", invalid("page_token", "is not a page token of this list")
-		}
-	}
-	ps, err := s.store.ListIdPs(ctx, org, after, size+1)
+	ps, next, err := pageByID(org+"/identityProviders", pageSize, pageToken, func(after string, limit int) ([]Provider, error) {
+		return s.store.ListIdPs(ctx, org, after, limit)
+	}, func(p Provider) string { return p.ID })
 	if err != nil {
 		return nil, "", fmt.Errorf("list identity providers of %s: %w", org, err)
 	}
-	if len(ps) <= size {
-		return ps, "", nil
-	}
-	ps = ps[:size]
-	return ps, pagetoken.Encode(org+"/identityProviders", ps[size-1].ID), nil
+	return ps, next, nil
 }
 
 // UpdateIdentityProvider applies the masked fields of p (and a new client
-// secret, when given) to the provider p names, in Keycloak and here.
-func (s *Service) UpdateIdentityProvider(ctx context.Context, call Call, p Provider, secret string, mask []string) (Provider, error) {
-	name := p.Name()
+// secret, when given) to the provider called name, in Keycloak and here.
+func (s *Service) UpdateIdentityProvider(ctx context.Context, call Call, name string, p Provider, secret string, mask []string) (Provider, error) {
 	org, id, err := parseIdPName(name)
 	if err != nil {
 		return Provider{}, invalid("identity_provider.name", err.Error())
@@ -432,9 +418,13 @@ type JoinResult struct {
 // when their email (verified) is in one of its domains and their groups
 // map to a role. Each membership is audited with call. Without Keycloak,
 // or for a user Keycloak does not know, it does nothing.
+//
+// A user Join admitted nowhere is not looked up again for joinRecheck, so
+// that a signed-in user without memberships cannot turn every call into a
+// call to Keycloak's admin API.
 func (s *Service) Join(ctx context.Context, call Call, userID string) (JoinResult, error) {
 	var res JoinResult
-	if s.Broker == nil || !userIDPattern.MatchString(userID) {
+	if s.Broker == nil || !userIDPattern.MatchString(userID) || s.joins.recent(userID, s.now()) {
 		return res, nil
 	}
 	u, err := s.Broker.BrokeredUser(ctx, userID)
@@ -473,7 +463,39 @@ func (s *Service) Join(ctx context.Context, call Call, userID string) (JoinResul
 		}
 		res.Joined = append(res.Joined, got)
 	}
+	if len(res.Joined) == 0 {
+		s.joins.note(userID, s.now())
+	}
 	return res, nil
+}
+
+// joinRecheck is how long Join leaves a user it admitted nowhere alone.
+const joinRecheck = 10 * time.Second
+
+// maxJoinMisses bounds joinMisses: past it, the oldest notes are dropped
+// wholesale, which at worst costs a few extra look-ups.
+const maxJoinMisses = 10000
+
+// joinMisses remembers when Join last admitted a user nowhere.
+type joinMisses struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func (j *joinMisses) recent(user string, now time.Time) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	at, ok := j.seen[user]
+	return ok && now.Sub(at) < joinRecheck
+}
+
+func (j *joinMisses) note(user string, now time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.seen == nil || len(j.seen) >= maxJoinMisses {
+		j.seen = make(map[string]time.Time)
+	}
+	j.seen[user] = now
 }
 
 // ErrUserNotFound reports a user Keycloak does not know.

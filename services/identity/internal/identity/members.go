@@ -126,13 +126,14 @@ func ParseOrg(name string) error {
 	return nil
 }
 
-// parseMemberName splits orgs/{org}/members/{user}.
+// parseMemberName splits orgs/{org}/members/{user}, by position, so that
+// an organization called "members" parses like any other.
 func parseMemberName(name string) (org, user string, err error) {
-	org, user, ok := strings.Cut(name, "/members/")
-	if !ok || ParseOrg(org) != nil || !userIDPattern.MatchString(user) {
+	parts := strings.Split(name, "/")
+	if len(parts) != 4 || parts[2] != "members" || ParseOrg(parts[0]+"/"+parts[1]) != nil || !userIDPattern.MatchString(parts[3]) {
 		return "", "", errors.New("must be orgs/{org}/members/{user}, {user} being the user's id")
 	}
-	return org, user, nil
+	return parts[0] + "/" + parts[1], parts[3], nil
 }
 
 // UserIDOf returns the id of a users/{user} principal, or "" for any

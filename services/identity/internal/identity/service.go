@@ -51,6 +51,9 @@ type Service struct {
 	// and just-in-time membership; nil without Keycloak. Set it before
 	// serving.
 	Broker Broker
+
+	// joins remembers users Join admitted nowhere.
+	joins joinMisses
 }
 
 // NewService returns a Service keeping keys in store, hashed with hasher,
@@ -78,8 +81,9 @@ type CreateRequest struct {
 	// AllowedMCPTools are the MCP tools the key may call; empty for every
 	// tool of the project.
 	AllowedMCPTools []string
-	// Owner is users/{user}; empty for the caller when the caller is a
-	// signed-in user other than a platform admin, else no owner.
+	// Owner is users/{user}, or a service account or agent of Parent;
+	// empty for the caller when the caller is a signed-in user other than
+	// a platform admin, else no owner.
 	Owner string
 }
 
@@ -92,8 +96,10 @@ type CreateRequest struct {
 // service, and identity holds no copy of them yet.
 //
 // A key's owner must be a member of its organization (ErrOwnerNotMember),
+// or a service account or agent of its project (ErrOwnerNotFound),
 // checked in the transaction that stores the key. Only admins name an
-// owner other than themselves (ErrNotOwner).
+// owner other than themselves (ErrNotOwner): members never give keys to
+// service accounts or agents.
 func (s *Service) CreateKey(ctx context.Context, call Call, actor Actor, r CreateRequest) (Key, string, error) {
 	org, err := ParseProject(r.Parent)
 	if err != nil {
@@ -103,8 +109,15 @@ func (s *Service) CreateKey(ctx context.Context, call Call, actor Actor, r Creat
 	if owner == "" && actor.User != "" && !actor.PlatformAdmin {
 		owner = actor.User
 	}
-	if owner != "" && UserIDOf(owner) == "" {
-		return Key{}, "", invalid("api_key.owner", "must be users/{user}")
+	if owner != "" {
+		kind, project, _, ok := ParsePrincipal(owner)
+		if !ok {
+			return Key{}, "", invalid("api_key.owner", "must be users/{user}, or a service account or agent of the key's project: "+
+				"orgs/{org}/projects/{project}/serviceAccounts/{service_account} or orgs/{org}/projects/{project}/agents/{agent}")
+		}
+		if kind != PrincipalUser && project != r.Parent {
+			return Key{}, "", invalid("api_key.owner", "a service account or agent owns keys of its own project only")
+		}
 	}
 	if owner != actor.User && !actor.Admin {
 		return Key{}, "", ErrNotOwner
@@ -310,13 +323,18 @@ func (s *Service) RotateKey(ctx context.Context, call Call, actor Actor, r Rotat
 		return Key{}, Key{}, "", fmt.Errorf("generate key id: %w", err)
 	}
 	now := s.clock()
-	old, successor, created, err := s.store.RotateKey(ctx, id, r.RequestID, func(k *Key) (Key, error) {
+	// The check runs for retries too: a request id must not open a key the
+	// caller could not rotate.
+	check := func(k Key) error {
 		if k.Project != project {
-			return Key{}, ErrNotFound
+			return ErrNotFound
 		}
-		if !actor.mayActOn(*k) {
-			return Key{}, ErrNotOwner
+		if !actor.mayActOn(k) {
+			return ErrNotOwner
 		}
+		return nil
+	}
+	old, successor, created, err := s.store.RotateKey(ctx, id, r.RequestID, check, func(k *Key) (Key, error) {
 		if !k.Active(now) {
 			return Key{}, ErrNotActive
 		}

@@ -180,6 +180,17 @@ func (s *Store) DeleteMember(ctx context.Context, org, userID string, now time.T
 		if err != nil {
 			return fmt.Errorf("end membership: %w", err)
 		}
+		// Looked for after the membership row is locked by the update:
+		// agents take a share lock on it (holdMemberships), so one naming
+		// the user either committed before and is seen here, or waits and
+		// then finds the membership ended.
+		named, err := agentsNameUser(ctx, tx, org, m.User())
+		if err != nil {
+			return err
+		}
+		if named {
+			return identity.ErrMemberHasAgents
+		}
 		// Each revoked key draws its own version, as the index needs.
 		tag, err := tx.Exec(ctx, `UPDATE api_keys
 			SET revoked_at = $3, version = nextval('api_keys_version_seq')

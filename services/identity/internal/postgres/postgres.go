@@ -168,16 +168,11 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (ident
 	if err := lockVersions(ctx, tx); err != nil {
 		return identity.Key{}, false, err
 	}
-	// Under the version lock, which DeleteMember takes too: a key is never
-	// created for an owner whose membership is ending.
-	if id := identity.UserIDOf(k.Owner); k.Owner != "" {
-		ok, err := isMember(ctx, tx, k.Organization, id)
-		if err != nil {
-			return identity.Key{}, false, err
-		}
-		if !ok {
-			return identity.Key{}, false, identity.ErrOwnerNotMember
-		}
+	// Under the version lock, which DeleteMember and the deletion of
+	// service accounts and agents take too: a key is never created for an
+	// owner whose membership is ending or who is being deleted.
+	if err := checkOwner(ctx, tx, k); err != nil {
+		return identity.Key{}, false, err
 	}
 	got, err := scanKey(tx.QueryRow(ctx, `
 		INSERT INTO api_keys (id, role, organization, project, display_name, prefix, key_hmac,
@@ -202,6 +197,39 @@ func (s *Store) insertKey(ctx context.Context, tx pgx.Tx, k identity.Key) (ident
 		return identity.Key{}, false, identity.ErrRequestIDReused
 	}
 	return got, false, nil
+}
+
+// checkOwner checks that k's owner exists: a user is a member of k's
+// organization, a service account or agent one of k's project.
+func checkOwner(ctx context.Context, tx pgx.Tx, k identity.Key) error {
+	if k.Owner == "" {
+		return nil
+	}
+	kind, project, id, ok := identity.ParsePrincipal(k.Owner)
+	switch {
+	case !ok:
+		return identity.ErrOwnerNotFound
+	case kind == identity.PrincipalUser:
+		ok, err := isMember(ctx, tx, k.Organization, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return identity.ErrOwnerNotMember
+		}
+	default:
+		if project != k.Project {
+			return identity.ErrOwnerNotFound
+		}
+		ok, err := ownerExists(ctx, tx, kind, project, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return identity.ErrOwnerNotFound
+		}
+	}
+	return nil
 }
 
 // UpdateKey implements identity.Store.
@@ -245,7 +273,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, fn func(*identity.Key)
 }
 
 // RotateKey implements identity.Store.
-func (s *Store) RotateKey(ctx context.Context, id, requestID string, fn func(*identity.Key) (identity.Key, error), audit func(identity.Key) identity.AuditRecord) (identity.Key, identity.Key, bool, error) {
+func (s *Store) RotateKey(ctx context.Context, id, requestID string, check func(identity.Key) error, fn func(*identity.Key) (identity.Key, error), audit func(identity.Key) identity.AuditRecord) (identity.Key, identity.Key, bool, error) {
 	var (
 		old, successor identity.Key
 		created        bool
@@ -266,6 +294,9 @@ func (s *Store) RotateKey(ctx context.Context, id, requestID string, fn func(*id
 				if old, err = scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, id)); err != nil {
 					return fmt.Errorf("read key %s: %w", id, err)
 				}
+				if err := check(old); err != nil {
+					return err
+				}
 				successor = prev
 				return s.enqueue(ctx, tx, audit(old))
 			case !errors.Is(err, pgx.ErrNoRows):
@@ -279,6 +310,9 @@ func (s *Store) RotateKey(ctx context.Context, id, requestID string, fn func(*id
 		}
 		if err != nil {
 			return fmt.Errorf("read key %s: %w", id, err)
+		}
+		if err := check(old); err != nil {
+			return err
 		}
 		next, err := fn(&old)
 		if err != nil {

@@ -49,9 +49,14 @@ type ApiKey struct {
 	// once a minute per key, so it may lag by a minute plus event delivery.
 	LastUseTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
 	// The principal the key acts for. Format: users/{user} for a member's own
-	// key; empty for a key of the project itself. A user who creates a key
-	// owns it unless they name another owner, which only org admins may.
-	// A key stops working when its owner leaves the organization.
+	// key; orgs/{org}/projects/{project}/serviceAccounts/{service_account} or
+	// orgs/{org}/projects/{project}/agents/{agent} for a key of a service
+	// account or agent, which must be of the key's own project; empty for a
+	// key of the project itself. A user who creates a key owns it unless
+	// they name another owner, which only org admins may. The owner must
+	// exist (a user: be a member of the key's organization) when the key is
+	// created. A key stops working when its owner leaves the organization
+	// or is deleted.
 	Owner string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
 	// The MCP tools this key may call, as {server}/{tool} or {server}/* for
 	// every tool of a server: at most 100 entries of 1 to 200 printable ASCII

@@ -1630,6 +1630,1042 @@ func (x *DeleteIdentityProviderResponse) GetDeleteTime() *timestamppb.Timestamp 
 	return nil
 }
 
+// CreateServiceAccountRequest adds a service account to a project.
+type CreateServiceAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. Format: orgs/{org}/projects/{project}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The service account: its display name and description.
+	ServiceAccount *ServiceAccount `protobuf:"bytes,2,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	// The service account's id, the last segment of its name: 3 to 63
+	// characters of a-z, 0-9 and -, starting with a letter, unique in the
+	// project.
+	ServiceAccountId string `protobuf:"bytes,3,opt,name=service_account_id,json=serviceAccountId,proto3" json:"service_account_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CreateServiceAccountRequest) Reset() {
+	*x = CreateServiceAccountRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServiceAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServiceAccountRequest) ProtoMessage() {}
+
+func (x *CreateServiceAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServiceAccountRequest.ProtoReflect.Descriptor instead.
+func (*CreateServiceAccountRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateServiceAccountRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *CreateServiceAccountRequest) GetServiceAccount() *ServiceAccount {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return nil
+}
+
+func (x *CreateServiceAccountRequest) GetServiceAccountId() string {
+	if x != nil {
+		return x.ServiceAccountId
+	}
+	return ""
+}
+
+// CreateServiceAccountResponse returns the new service account.
+type CreateServiceAccountResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service account.
+	ServiceAccount *ServiceAccount `protobuf:"bytes,1,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateServiceAccountResponse) Reset() {
+	*x = CreateServiceAccountResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateServiceAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateServiceAccountResponse) ProtoMessage() {}
+
+func (x *CreateServiceAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateServiceAccountResponse.ProtoReflect.Descriptor instead.
+func (*CreateServiceAccountResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateServiceAccountResponse) GetServiceAccount() *ServiceAccount {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return nil
+}
+
+// GetServiceAccountRequest names a service account.
+type GetServiceAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/projects/{project}/serviceAccounts/{service_account}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceAccountRequest) Reset() {
+	*x = GetServiceAccountRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceAccountRequest) ProtoMessage() {}
+
+func (x *GetServiceAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceAccountRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceAccountRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetServiceAccountRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetServiceAccountResponse returns a service account.
+type GetServiceAccountResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service account.
+	ServiceAccount *ServiceAccount `protobuf:"bytes,1,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetServiceAccountResponse) Reset() {
+	*x = GetServiceAccountResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceAccountResponse) ProtoMessage() {}
+
+func (x *GetServiceAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceAccountResponse.ProtoReflect.Descriptor instead.
+func (*GetServiceAccountResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetServiceAccountResponse) GetServiceAccount() *ServiceAccount {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return nil
+}
+
+// ListServiceAccountsRequest selects a page of a project's service
+// accounts.
+type ListServiceAccountsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. Format: orgs/{org}/projects/{project}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// At most this many service accounts (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceAccountsRequest) Reset() {
+	*x = ListServiceAccountsRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceAccountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceAccountsRequest) ProtoMessage() {}
+
+func (x *ListServiceAccountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceAccountsRequest.ProtoReflect.Descriptor instead.
+func (*ListServiceAccountsRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListServiceAccountsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListServiceAccountsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListServiceAccountsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListServiceAccountsResponse is one page of service accounts.
+type ListServiceAccountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service accounts, in id order.
+	ServiceAccounts []*ServiceAccount `protobuf:"bytes,1,rep,name=service_accounts,json=serviceAccounts,proto3" json:"service_accounts,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServiceAccountsResponse) Reset() {
+	*x = ListServiceAccountsResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServiceAccountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServiceAccountsResponse) ProtoMessage() {}
+
+func (x *ListServiceAccountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServiceAccountsResponse.ProtoReflect.Descriptor instead.
+func (*ListServiceAccountsResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListServiceAccountsResponse) GetServiceAccounts() []*ServiceAccount {
+	if x != nil {
+		return x.ServiceAccounts
+	}
+	return nil
+}
+
+func (x *ListServiceAccountsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// UpdateServiceAccountRequest changes a service account.
+type UpdateServiceAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service account, with its name and the new values.
+	ServiceAccount *ServiceAccount `protobuf:"bytes,1,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	// The fields to change: display_name, description.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateServiceAccountRequest) Reset() {
+	*x = UpdateServiceAccountRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateServiceAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateServiceAccountRequest) ProtoMessage() {}
+
+func (x *UpdateServiceAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateServiceAccountRequest.ProtoReflect.Descriptor instead.
+func (*UpdateServiceAccountRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UpdateServiceAccountRequest) GetServiceAccount() *ServiceAccount {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return nil
+}
+
+func (x *UpdateServiceAccountRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// UpdateServiceAccountResponse returns the changed service account.
+type UpdateServiceAccountResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The service account.
+	ServiceAccount *ServiceAccount `protobuf:"bytes,1,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UpdateServiceAccountResponse) Reset() {
+	*x = UpdateServiceAccountResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateServiceAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateServiceAccountResponse) ProtoMessage() {}
+
+func (x *UpdateServiceAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateServiceAccountResponse.ProtoReflect.Descriptor instead.
+func (*UpdateServiceAccountResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *UpdateServiceAccountResponse) GetServiceAccount() *ServiceAccount {
+	if x != nil {
+		return x.ServiceAccount
+	}
+	return nil
+}
+
+// DeleteServiceAccountRequest names a service account to delete.
+type DeleteServiceAccountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/projects/{project}/serviceAccounts/{service_account}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServiceAccountRequest) Reset() {
+	*x = DeleteServiceAccountRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServiceAccountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServiceAccountRequest) ProtoMessage() {}
+
+func (x *DeleteServiceAccountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServiceAccountRequest.ProtoReflect.Descriptor instead.
+func (*DeleteServiceAccountRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *DeleteServiceAccountRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteServiceAccountResponse confirms the deletion.
+type DeleteServiceAccountResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the service account's keys were revoked (those revoked
+	// before are not counted).
+	RevokedKeys   int32 `protobuf:"varint,1,opt,name=revoked_keys,json=revokedKeys,proto3" json:"revoked_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteServiceAccountResponse) Reset() {
+	*x = DeleteServiceAccountResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteServiceAccountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteServiceAccountResponse) ProtoMessage() {}
+
+func (x *DeleteServiceAccountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteServiceAccountResponse.ProtoReflect.Descriptor instead.
+func (*DeleteServiceAccountResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DeleteServiceAccountResponse) GetRevokedKeys() int32 {
+	if x != nil {
+		return x.RevokedKeys
+	}
+	return 0
+}
+
+// CreateAgentRequest adds an agent to a project.
+type CreateAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. Format: orgs/{org}/projects/{project}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The agent: its display name, description, owner, risk tier and the
+	// member it acts for.
+	Agent *Agent `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The agent's id, the last segment of its name: 3 to 63 characters of
+	// a-z, 0-9 and -, starting with a letter, unique in the project.
+	AgentId       string `protobuf:"bytes,3,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAgentRequest) Reset() {
+	*x = CreateAgentRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAgentRequest) ProtoMessage() {}
+
+func (x *CreateAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAgentRequest.ProtoReflect.Descriptor instead.
+func (*CreateAgentRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CreateAgentRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *CreateAgentRequest) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *CreateAgentRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+// CreateAgentResponse returns the new agent.
+type CreateAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAgentResponse) Reset() {
+	*x = CreateAgentResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAgentResponse) ProtoMessage() {}
+
+func (x *CreateAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAgentResponse.ProtoReflect.Descriptor instead.
+func (*CreateAgentResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CreateAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// GetAgentRequest names an agent.
+type GetAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/projects/{project}/agents/{agent}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentRequest) Reset() {
+	*x = GetAgentRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentRequest) ProtoMessage() {}
+
+func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetAgentResponse returns an agent.
+type GetAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentResponse) Reset() {
+	*x = GetAgentResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentResponse) ProtoMessage() {}
+
+func (x *GetAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentResponse.ProtoReflect.Descriptor instead.
+func (*GetAgentResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// ListAgentsRequest selects a page of a project's agents.
+type ListAgentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project. Format: orgs/{org}/projects/{project}
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// At most this many agents (default 50, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsRequest) Reset() {
+	*x = ListAgentsRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsRequest) ProtoMessage() {}
+
+func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListAgentsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListAgentsResponse is one page of agents.
+type ListAgentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agents, in id order.
+	Agents []*Agent `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentsResponse) Reset() {
+	*x = ListAgentsResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentsResponse) ProtoMessage() {}
+
+func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListAgentsResponse) GetAgents() []*Agent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *ListAgentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// UpdateAgentRequest changes an agent.
+type UpdateAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent, with its name and the new values.
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The fields to change: display_name, description, owner, risk_tier,
+	// acts_for.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAgentRequest) Reset() {
+	*x = UpdateAgentRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAgentRequest) ProtoMessage() {}
+
+func (x *UpdateAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAgentRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAgentRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *UpdateAgentRequest) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *UpdateAgentRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// UpdateAgentResponse returns the changed agent.
+type UpdateAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAgentResponse) Reset() {
+	*x = UpdateAgentResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAgentResponse) ProtoMessage() {}
+
+func (x *UpdateAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAgentResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAgentResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *UpdateAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// DeleteAgentRequest names an agent to delete.
+type DeleteAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Format: orgs/{org}/projects/{project}/agents/{agent}
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAgentRequest) Reset() {
+	*x = DeleteAgentRequest{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAgentRequest) ProtoMessage() {}
+
+func (x *DeleteAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAgentRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAgentRequest) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *DeleteAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteAgentResponse confirms the deletion.
+type DeleteAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the agent's keys were revoked (those revoked before are
+	// not counted).
+	RevokedKeys   int32 `protobuf:"varint,1,opt,name=revoked_keys,json=revokedKeys,proto3" json:"revoked_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAgentResponse) Reset() {
+	*x = DeleteAgentResponse{}
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAgentResponse) ProtoMessage() {}
+
+func (x *DeleteAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAgentResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAgentResponse) Descriptor() ([]byte, []int) {
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DeleteAgentResponse) GetRevokedKeys() int32 {
+	if x != nil {
+		return x.RevokedKeys
+	}
+	return 0
+}
+
 // WatchKeyIndexRequest starts a key-index stream.
 type WatchKeyIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1639,7 +2675,7 @@ type WatchKeyIndexRequest struct {
 
 func (x *WatchKeyIndexRequest) Reset() {
 	*x = WatchKeyIndexRequest{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[30]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +2687,7 @@ func (x *WatchKeyIndexRequest) String() string {
 func (*WatchKeyIndexRequest) ProtoMessage() {}
 
 func (x *WatchKeyIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[30]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +2700,7 @@ func (x *WatchKeyIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeyIndexRequest.ProtoReflect.Descriptor instead.
 func (*WatchKeyIndexRequest) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{30}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{50}
 }
 
 // WatchKeyIndexResponse is one message of the key-index stream: the full
@@ -1690,7 +2726,7 @@ type WatchKeyIndexResponse struct {
 
 func (x *WatchKeyIndexResponse) Reset() {
 	*x = WatchKeyIndexResponse{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[31]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +2738,7 @@ func (x *WatchKeyIndexResponse) String() string {
 func (*WatchKeyIndexResponse) ProtoMessage() {}
 
 func (x *WatchKeyIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[31]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +2751,7 @@ func (x *WatchKeyIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchKeyIndexResponse.ProtoReflect.Descriptor instead.
 func (*WatchKeyIndexResponse) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{31}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *WatchKeyIndexResponse) GetVersion() int64 {
@@ -1829,7 +2865,7 @@ type KeyIndexSnapshot struct {
 
 func (x *KeyIndexSnapshot) Reset() {
 	*x = KeyIndexSnapshot{}
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[32]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +2877,7 @@ func (x *KeyIndexSnapshot) String() string {
 func (*KeyIndexSnapshot) ProtoMessage() {}
 
 func (x *KeyIndexSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[32]
+	mi := &file_moat_identity_v1_identity_service_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2890,7 @@ func (x *KeyIndexSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyIndexSnapshot.ProtoReflect.Descriptor instead.
 func (*KeyIndexSnapshot) Descriptor() ([]byte, []int) {
-	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{32}
+	return file_moat_identity_v1_identity_service_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *KeyIndexSnapshot) GetEntries() []*KeyIndexEntry {
@@ -1875,7 +2911,7 @@ var File_moat_identity_v1_identity_service_proto protoreflect.FileDescriptor
 
 const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\n" +
-	"'moat/identity/v1/identity_service.proto\x12\x10moat.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emoat/identity/v1/api_key.proto\x1a(moat/identity/v1/identity_provider.proto\x1a moat/identity/v1/key_index.proto\x1a\x1dmoat/identity/v1/member.proto\"\x89\x01\n" +
+	"'moat/identity/v1/identity_service.proto\x12\x10moat.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1emoat/identity/v1/api_key.proto\x1a(moat/identity/v1/identity_provider.proto\x1a moat/identity/v1/key_index.proto\x1a\x1dmoat/identity/v1/member.proto\x1a moat/identity/v1/principal.proto\"\x89\x01\n" +
 	"\x13CreateApiKeyRequest\x12\x1b\n" +
 	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x126\n" +
 	"\aapi_key\x18\x02 \x01(\v2\x18.moat.identity.v1.ApiKeyB\x03\xe0A\x02R\x06apiKey\x12\x1d\n" +
@@ -1967,7 +3003,63 @@ const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"]\n" +
 	"\x1eDeleteIdentityProviderResponse\x12;\n" +
 	"\vdelete_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"deleteTime\"\x16\n" +
+	"deleteTime\"\xbd\x01\n" +
+	"\x1bCreateServiceAccountRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x12N\n" +
+	"\x0fservice_account\x18\x02 \x01(\v2 .moat.identity.v1.ServiceAccountB\x03\xe0A\x02R\x0eserviceAccount\x121\n" +
+	"\x12service_account_id\x18\x03 \x01(\tB\x03\xe0A\x02R\x10serviceAccountId\"i\n" +
+	"\x1cCreateServiceAccountResponse\x12I\n" +
+	"\x0fservice_account\x18\x01 \x01(\v2 .moat.identity.v1.ServiceAccountR\x0eserviceAccount\"3\n" +
+	"\x18GetServiceAccountRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"f\n" +
+	"\x19GetServiceAccountResponse\x12I\n" +
+	"\x0fservice_account\x18\x01 \x01(\v2 .moat.identity.v1.ServiceAccountR\x0eserviceAccount\"u\n" +
+	"\x1aListServiceAccountsRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x92\x01\n" +
+	"\x1bListServiceAccountsResponse\x12K\n" +
+	"\x10service_accounts\x18\x01 \x03(\v2 .moat.identity.v1.ServiceAccountR\x0fserviceAccounts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xaf\x01\n" +
+	"\x1bUpdateServiceAccountRequest\x12N\n" +
+	"\x0fservice_account\x18\x01 \x01(\v2 .moat.identity.v1.ServiceAccountB\x03\xe0A\x02R\x0eserviceAccount\x12@\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
+	"updateMask\"i\n" +
+	"\x1cUpdateServiceAccountResponse\x12I\n" +
+	"\x0fservice_account\x18\x01 \x01(\v2 .moat.identity.v1.ServiceAccountR\x0eserviceAccount\"6\n" +
+	"\x1bDeleteServiceAccountRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"A\n" +
+	"\x1cDeleteServiceAccountResponse\x12!\n" +
+	"\frevoked_keys\x18\x01 \x01(\x05R\vrevokedKeys\"\x85\x01\n" +
+	"\x12CreateAgentRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x122\n" +
+	"\x05agent\x18\x02 \x01(\v2\x17.moat.identity.v1.AgentB\x03\xe0A\x02R\x05agent\x12\x1e\n" +
+	"\bagent_id\x18\x03 \x01(\tB\x03\xe0A\x02R\aagentId\"D\n" +
+	"\x13CreateAgentResponse\x12-\n" +
+	"\x05agent\x18\x01 \x01(\v2\x17.moat.identity.v1.AgentR\x05agent\"*\n" +
+	"\x0fGetAgentRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"A\n" +
+	"\x10GetAgentResponse\x12-\n" +
+	"\x05agent\x18\x01 \x01(\v2\x17.moat.identity.v1.AgentR\x05agent\"l\n" +
+	"\x11ListAgentsRequest\x12\x1b\n" +
+	"\x06parent\x18\x01 \x01(\tB\x03\xe0A\x02R\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"m\n" +
+	"\x12ListAgentsResponse\x12/\n" +
+	"\x06agents\x18\x01 \x03(\v2\x17.moat.identity.v1.AgentR\x06agents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8a\x01\n" +
+	"\x12UpdateAgentRequest\x122\n" +
+	"\x05agent\x18\x01 \x01(\v2\x17.moat.identity.v1.AgentB\x03\xe0A\x02R\x05agent\x12@\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
+	"updateMask\"D\n" +
+	"\x13UpdateAgentResponse\x12-\n" +
+	"\x05agent\x18\x01 \x01(\v2\x17.moat.identity.v1.AgentR\x05agent\"-\n" +
+	"\x12DeleteAgentRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tB\x03\xe0A\x02R\x04name\"8\n" +
+	"\x13DeleteAgentResponse\x12!\n" +
+	"\frevoked_keys\x18\x01 \x01(\x05R\vrevokedKeys\"\x16\n" +
 	"\x14WatchKeyIndexRequest\"\x81\x03\n" +
 	"\x15WatchKeyIndexResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12@\n" +
@@ -1979,7 +3071,7 @@ const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\x05event\"\x92\x01\n" +
 	"\x10KeyIndexSnapshot\x129\n" +
 	"\aentries\x18\x01 \x03(\v2\x1f.moat.identity.v1.KeyIndexEntryR\aentries\x12C\n" +
-	"\vmemberships\x18\x02 \x03(\v2!.moat.identity.v1.MembershipEntryR\vmemberships2\x95\x13\n" +
+	"\vmemberships\x18\x02 \x03(\v2!.moat.identity.v1.MembershipEntryR\vmemberships2\x97 \n" +
 	"\x0fIdentityService\x12\x97\x01\n" +
 	"\fCreateApiKey\x12%.moat.identity.v1.CreateApiKeyRequest\x1a&.moat.identity.v1.CreateApiKeyResponse\"8\x82\xd3\xe4\x93\x022:\aapi_key\"'/api/v1/{parent=orgs/*/projects/*}/keys\x12\x8b\x01\n" +
 	"\vListApiKeys\x12$.moat.identity.v1.ListApiKeysRequest\x1a%.moat.identity.v1.ListApiKeysResponse\"/\x82\xd3\xe4\x93\x02)\x12'/api/v1/{parent=orgs/*/projects/*}/keys\x12\x98\x01\n" +
@@ -1996,7 +3088,18 @@ const file_moat_identity_v1_identity_service_proto_rawDesc = "" +
 	"\x13GetIdentityProvider\x12,.moat.identity.v1.GetIdentityProviderRequest\x1a-.moat.identity.v1.GetIdentityProviderResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/{name=orgs/*/identityProviders/*}\x12\xab\x01\n" +
 	"\x15ListIdentityProviders\x12..moat.identity.v1.ListIdentityProvidersRequest\x1a/.moat.identity.v1.ListIdentityProvidersResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/{parent=orgs/*}/identityProviders\x12\xd3\x01\n" +
 	"\x16UpdateIdentityProvider\x12/.moat.identity.v1.UpdateIdentityProviderRequest\x1a0.moat.identity.v1.UpdateIdentityProviderResponse\"V\x82\xd3\xe4\x93\x02P:\x11identity_provider2;/api/v1/{identity_provider.name=orgs/*/identityProviders/*}\x12\xae\x01\n" +
-	"\x16DeleteIdentityProvider\x12/.moat.identity.v1.DeleteIdentityProviderRequest\x1a0.moat.identity.v1.DeleteIdentityProviderResponse\"1\x82\xd3\xe4\x93\x02+*)/api/v1/{name=orgs/*/identityProviders/*}\x12b\n" +
+	"\x16DeleteIdentityProvider\x12/.moat.identity.v1.DeleteIdentityProviderRequest\x1a0.moat.identity.v1.DeleteIdentityProviderResponse\"1\x82\xd3\xe4\x93\x02+*)/api/v1/{name=orgs/*/identityProviders/*}\x12\xc2\x01\n" +
+	"\x14CreateServiceAccount\x12-.moat.identity.v1.CreateServiceAccountRequest\x1a..moat.identity.v1.CreateServiceAccountResponse\"K\x82\xd3\xe4\x93\x02E:\x0fservice_account\"2/api/v1/{parent=orgs/*/projects/*}/serviceAccounts\x12\xa8\x01\n" +
+	"\x11GetServiceAccount\x12*.moat.identity.v1.GetServiceAccountRequest\x1a+.moat.identity.v1.GetServiceAccountResponse\":\x82\xd3\xe4\x93\x024\x122/api/v1/{name=orgs/*/projects/*/serviceAccounts/*}\x12\xae\x01\n" +
+	"\x13ListServiceAccounts\x12,.moat.identity.v1.ListServiceAccountsRequest\x1a-.moat.identity.v1.ListServiceAccountsResponse\":\x82\xd3\xe4\x93\x024\x122/api/v1/{parent=orgs/*/projects/*}/serviceAccounts\x12\xd2\x01\n" +
+	"\x14UpdateServiceAccount\x12-.moat.identity.v1.UpdateServiceAccountRequest\x1a..moat.identity.v1.UpdateServiceAccountResponse\"[\x82\xd3\xe4\x93\x02U:\x0fservice_account2B/api/v1/{service_account.name=orgs/*/projects/*/serviceAccounts/*}\x12\xb1\x01\n" +
+	"\x14DeleteServiceAccount\x12-.moat.identity.v1.DeleteServiceAccountRequest\x1a..moat.identity.v1.DeleteServiceAccountResponse\":\x82\xd3\xe4\x93\x024*2/api/v1/{name=orgs/*/projects/*/serviceAccounts/*}\x12\x94\x01\n" +
+	"\vCreateAgent\x12$.moat.identity.v1.CreateAgentRequest\x1a%.moat.identity.v1.CreateAgentResponse\"8\x82\xd3\xe4\x93\x022:\x05agent\")/api/v1/{parent=orgs/*/projects/*}/agents\x12\x84\x01\n" +
+	"\bGetAgent\x12!.moat.identity.v1.GetAgentRequest\x1a\".moat.identity.v1.GetAgentResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/{name=orgs/*/projects/*/agents/*}\x12\x8a\x01\n" +
+	"\n" +
+	"ListAgents\x12#.moat.identity.v1.ListAgentsRequest\x1a$.moat.identity.v1.ListAgentsResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/{parent=orgs/*/projects/*}/agents\x12\x9a\x01\n" +
+	"\vUpdateAgent\x12$.moat.identity.v1.UpdateAgentRequest\x1a%.moat.identity.v1.UpdateAgentResponse\">\x82\xd3\xe4\x93\x028:\x05agent2//api/v1/{agent.name=orgs/*/projects/*/agents/*}\x12\x8d\x01\n" +
+	"\vDeleteAgent\x12$.moat.identity.v1.DeleteAgentRequest\x1a%.moat.identity.v1.DeleteAgentResponse\"1\x82\xd3\xe4\x93\x02+*)/api/v1/{name=orgs/*/projects/*/agents/*}\x12b\n" +
 	"\rWatchKeyIndex\x12&.moat.identity.v1.WatchKeyIndexRequest\x1a'.moat.identity.v1.WatchKeyIndexResponse0\x01BBZ@github.com/moat-ai/moat/proto/gen/go/moat/identity/v1;identityv1b\x06proto3"
 
 var (
@@ -2011,7 +3114,7 @@ func file_moat_identity_v1_identity_service_proto_rawDescGZIP() []byte {
 	return file_moat_identity_v1_identity_service_proto_rawDescData
 }
 
-var file_moat_identity_v1_identity_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_moat_identity_v1_identity_service_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_moat_identity_v1_identity_service_proto_goTypes = []any{
 	(*CreateApiKeyRequest)(nil),            // 0: moat.identity.v1.CreateApiKeyRequest
 	(*CreateApiKeyResponse)(nil),           // 1: moat.identity.v1.CreateApiKeyResponse
@@ -2043,85 +3146,141 @@ var file_moat_identity_v1_identity_service_proto_goTypes = []any{
 	(*UpdateIdentityProviderResponse)(nil), // 27: moat.identity.v1.UpdateIdentityProviderResponse
 	(*DeleteIdentityProviderRequest)(nil),  // 28: moat.identity.v1.DeleteIdentityProviderRequest
 	(*DeleteIdentityProviderResponse)(nil), // 29: moat.identity.v1.DeleteIdentityProviderResponse
-	(*WatchKeyIndexRequest)(nil),           // 30: moat.identity.v1.WatchKeyIndexRequest
-	(*WatchKeyIndexResponse)(nil),          // 31: moat.identity.v1.WatchKeyIndexResponse
-	(*KeyIndexSnapshot)(nil),               // 32: moat.identity.v1.KeyIndexSnapshot
-	(*ApiKey)(nil),                         // 33: moat.identity.v1.ApiKey
-	(*durationpb.Duration)(nil),            // 34: google.protobuf.Duration
-	(*Member)(nil),                         // 35: moat.identity.v1.Member
-	(*fieldmaskpb.FieldMask)(nil),          // 36: google.protobuf.FieldMask
-	(*IdentityProvider)(nil),               // 37: moat.identity.v1.IdentityProvider
-	(*timestamppb.Timestamp)(nil),          // 38: google.protobuf.Timestamp
-	(*KeyIndexEntry)(nil),                  // 39: moat.identity.v1.KeyIndexEntry
-	(*MembershipEntry)(nil),                // 40: moat.identity.v1.MembershipEntry
+	(*CreateServiceAccountRequest)(nil),    // 30: moat.identity.v1.CreateServiceAccountRequest
+	(*CreateServiceAccountResponse)(nil),   // 31: moat.identity.v1.CreateServiceAccountResponse
+	(*GetServiceAccountRequest)(nil),       // 32: moat.identity.v1.GetServiceAccountRequest
+	(*GetServiceAccountResponse)(nil),      // 33: moat.identity.v1.GetServiceAccountResponse
+	(*ListServiceAccountsRequest)(nil),     // 34: moat.identity.v1.ListServiceAccountsRequest
+	(*ListServiceAccountsResponse)(nil),    // 35: moat.identity.v1.ListServiceAccountsResponse
+	(*UpdateServiceAccountRequest)(nil),    // 36: moat.identity.v1.UpdateServiceAccountRequest
+	(*UpdateServiceAccountResponse)(nil),   // 37: moat.identity.v1.UpdateServiceAccountResponse
+	(*DeleteServiceAccountRequest)(nil),    // 38: moat.identity.v1.DeleteServiceAccountRequest
+	(*DeleteServiceAccountResponse)(nil),   // 39: moat.identity.v1.DeleteServiceAccountResponse
+	(*CreateAgentRequest)(nil),             // 40: moat.identity.v1.CreateAgentRequest
+	(*CreateAgentResponse)(nil),            // 41: moat.identity.v1.CreateAgentResponse
+	(*GetAgentRequest)(nil),                // 42: moat.identity.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),               // 43: moat.identity.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),              // 44: moat.identity.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),             // 45: moat.identity.v1.ListAgentsResponse
+	(*UpdateAgentRequest)(nil),             // 46: moat.identity.v1.UpdateAgentRequest
+	(*UpdateAgentResponse)(nil),            // 47: moat.identity.v1.UpdateAgentResponse
+	(*DeleteAgentRequest)(nil),             // 48: moat.identity.v1.DeleteAgentRequest
+	(*DeleteAgentResponse)(nil),            // 49: moat.identity.v1.DeleteAgentResponse
+	(*WatchKeyIndexRequest)(nil),           // 50: moat.identity.v1.WatchKeyIndexRequest
+	(*WatchKeyIndexResponse)(nil),          // 51: moat.identity.v1.WatchKeyIndexResponse
+	(*KeyIndexSnapshot)(nil),               // 52: moat.identity.v1.KeyIndexSnapshot
+	(*ApiKey)(nil),                         // 53: moat.identity.v1.ApiKey
+	(*durationpb.Duration)(nil),            // 54: google.protobuf.Duration
+	(*Member)(nil),                         // 55: moat.identity.v1.Member
+	(*fieldmaskpb.FieldMask)(nil),          // 56: google.protobuf.FieldMask
+	(*IdentityProvider)(nil),               // 57: moat.identity.v1.IdentityProvider
+	(*timestamppb.Timestamp)(nil),          // 58: google.protobuf.Timestamp
+	(*ServiceAccount)(nil),                 // 59: moat.identity.v1.ServiceAccount
+	(*Agent)(nil),                          // 60: moat.identity.v1.Agent
+	(*KeyIndexEntry)(nil),                  // 61: moat.identity.v1.KeyIndexEntry
+	(*MembershipEntry)(nil),                // 62: moat.identity.v1.MembershipEntry
 }
 var file_moat_identity_v1_identity_service_proto_depIdxs = []int32{
-	33, // 0: moat.identity.v1.CreateApiKeyRequest.api_key:type_name -> moat.identity.v1.ApiKey
-	33, // 1: moat.identity.v1.CreateApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
-	33, // 2: moat.identity.v1.ListApiKeysResponse.api_keys:type_name -> moat.identity.v1.ApiKey
-	33, // 3: moat.identity.v1.RevokeApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
-	34, // 4: moat.identity.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	33, // 5: moat.identity.v1.RotateApiKeyResponse.new_api_key:type_name -> moat.identity.v1.ApiKey
-	33, // 6: moat.identity.v1.RotateApiKeyResponse.old_api_key:type_name -> moat.identity.v1.ApiKey
-	35, // 7: moat.identity.v1.GetCallerResponse.memberships:type_name -> moat.identity.v1.Member
-	35, // 8: moat.identity.v1.CreateMemberRequest.member:type_name -> moat.identity.v1.Member
-	35, // 9: moat.identity.v1.CreateMemberResponse.member:type_name -> moat.identity.v1.Member
-	35, // 10: moat.identity.v1.GetMemberResponse.member:type_name -> moat.identity.v1.Member
-	35, // 11: moat.identity.v1.ListMembersResponse.members:type_name -> moat.identity.v1.Member
-	35, // 12: moat.identity.v1.UpdateMemberRequest.member:type_name -> moat.identity.v1.Member
-	36, // 13: moat.identity.v1.UpdateMemberRequest.update_mask:type_name -> google.protobuf.FieldMask
-	35, // 14: moat.identity.v1.UpdateMemberResponse.member:type_name -> moat.identity.v1.Member
-	37, // 15: moat.identity.v1.CreateIdentityProviderRequest.identity_provider:type_name -> moat.identity.v1.IdentityProvider
-	37, // 16: moat.identity.v1.CreateIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
-	37, // 17: moat.identity.v1.GetIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
-	37, // 18: moat.identity.v1.ListIdentityProvidersResponse.identity_providers:type_name -> moat.identity.v1.IdentityProvider
-	37, // 19: moat.identity.v1.UpdateIdentityProviderRequest.identity_provider:type_name -> moat.identity.v1.IdentityProvider
-	36, // 20: moat.identity.v1.UpdateIdentityProviderRequest.update_mask:type_name -> google.protobuf.FieldMask
-	37, // 21: moat.identity.v1.UpdateIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
-	38, // 22: moat.identity.v1.DeleteIdentityProviderResponse.delete_time:type_name -> google.protobuf.Timestamp
-	32, // 23: moat.identity.v1.WatchKeyIndexResponse.snapshot:type_name -> moat.identity.v1.KeyIndexSnapshot
-	39, // 24: moat.identity.v1.WatchKeyIndexResponse.upsert:type_name -> moat.identity.v1.KeyIndexEntry
-	40, // 25: moat.identity.v1.WatchKeyIndexResponse.upsert_membership:type_name -> moat.identity.v1.MembershipEntry
-	40, // 26: moat.identity.v1.WatchKeyIndexResponse.remove_membership:type_name -> moat.identity.v1.MembershipEntry
-	39, // 27: moat.identity.v1.KeyIndexSnapshot.entries:type_name -> moat.identity.v1.KeyIndexEntry
-	40, // 28: moat.identity.v1.KeyIndexSnapshot.memberships:type_name -> moat.identity.v1.MembershipEntry
-	0,  // 29: moat.identity.v1.IdentityService.CreateApiKey:input_type -> moat.identity.v1.CreateApiKeyRequest
-	2,  // 30: moat.identity.v1.IdentityService.ListApiKeys:input_type -> moat.identity.v1.ListApiKeysRequest
-	4,  // 31: moat.identity.v1.IdentityService.RevokeApiKey:input_type -> moat.identity.v1.RevokeApiKeyRequest
-	6,  // 32: moat.identity.v1.IdentityService.RotateApiKey:input_type -> moat.identity.v1.RotateApiKeyRequest
-	8,  // 33: moat.identity.v1.IdentityService.GetCaller:input_type -> moat.identity.v1.GetCallerRequest
-	10, // 34: moat.identity.v1.IdentityService.CreateMember:input_type -> moat.identity.v1.CreateMemberRequest
-	12, // 35: moat.identity.v1.IdentityService.GetMember:input_type -> moat.identity.v1.GetMemberRequest
-	14, // 36: moat.identity.v1.IdentityService.ListMembers:input_type -> moat.identity.v1.ListMembersRequest
-	16, // 37: moat.identity.v1.IdentityService.UpdateMember:input_type -> moat.identity.v1.UpdateMemberRequest
-	18, // 38: moat.identity.v1.IdentityService.DeleteMember:input_type -> moat.identity.v1.DeleteMemberRequest
-	20, // 39: moat.identity.v1.IdentityService.CreateIdentityProvider:input_type -> moat.identity.v1.CreateIdentityProviderRequest
-	22, // 40: moat.identity.v1.IdentityService.GetIdentityProvider:input_type -> moat.identity.v1.GetIdentityProviderRequest
-	24, // 41: moat.identity.v1.IdentityService.ListIdentityProviders:input_type -> moat.identity.v1.ListIdentityProvidersRequest
-	26, // 42: moat.identity.v1.IdentityService.UpdateIdentityProvider:input_type -> moat.identity.v1.UpdateIdentityProviderRequest
-	28, // 43: moat.identity.v1.IdentityService.DeleteIdentityProvider:input_type -> moat.identity.v1.DeleteIdentityProviderRequest
-	30, // 44: moat.identity.v1.IdentityService.WatchKeyIndex:input_type -> moat.identity.v1.WatchKeyIndexRequest
-	1,  // 45: moat.identity.v1.IdentityService.CreateApiKey:output_type -> moat.identity.v1.CreateApiKeyResponse
-	3,  // 46: moat.identity.v1.IdentityService.ListApiKeys:output_type -> moat.identity.v1.ListApiKeysResponse
-	5,  // 47: moat.identity.v1.IdentityService.RevokeApiKey:output_type -> moat.identity.v1.RevokeApiKeyResponse
-	7,  // 48: moat.identity.v1.IdentityService.RotateApiKey:output_type -> moat.identity.v1.RotateApiKeyResponse
-	9,  // 49: moat.identity.v1.IdentityService.GetCaller:output_type -> moat.identity.v1.GetCallerResponse
-	11, // 50: moat.identity.v1.IdentityService.CreateMember:output_type -> moat.identity.v1.CreateMemberResponse
-	13, // 51: moat.identity.v1.IdentityService.GetMember:output_type -> moat.identity.v1.GetMemberResponse
-	15, // 52: moat.identity.v1.IdentityService.ListMembers:output_type -> moat.identity.v1.ListMembersResponse
-	17, // 53: moat.identity.v1.IdentityService.UpdateMember:output_type -> moat.identity.v1.UpdateMemberResponse
-	19, // 54: moat.identity.v1.IdentityService.DeleteMember:output_type -> moat.identity.v1.DeleteMemberResponse
-	21, // 55: moat.identity.v1.IdentityService.CreateIdentityProvider:output_type -> moat.identity.v1.CreateIdentityProviderResponse
-	23, // 56: moat.identity.v1.IdentityService.GetIdentityProvider:output_type -> moat.identity.v1.GetIdentityProviderResponse
-	25, // 57: moat.identity.v1.IdentityService.ListIdentityProviders:output_type -> moat.identity.v1.ListIdentityProvidersResponse
-	27, // 58: moat.identity.v1.IdentityService.UpdateIdentityProvider:output_type -> moat.identity.v1.UpdateIdentityProviderResponse
-	29, // 59: moat.identity.v1.IdentityService.DeleteIdentityProvider:output_type -> moat.identity.v1.DeleteIdentityProviderResponse
-	31, // 60: moat.identity.v1.IdentityService.WatchKeyIndex:output_type -> moat.identity.v1.WatchKeyIndexResponse
-	45, // [45:61] is the sub-list for method output_type
-	29, // [29:45] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	53, // 0: moat.identity.v1.CreateApiKeyRequest.api_key:type_name -> moat.identity.v1.ApiKey
+	53, // 1: moat.identity.v1.CreateApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
+	53, // 2: moat.identity.v1.ListApiKeysResponse.api_keys:type_name -> moat.identity.v1.ApiKey
+	53, // 3: moat.identity.v1.RevokeApiKeyResponse.api_key:type_name -> moat.identity.v1.ApiKey
+	54, // 4: moat.identity.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	53, // 5: moat.identity.v1.RotateApiKeyResponse.new_api_key:type_name -> moat.identity.v1.ApiKey
+	53, // 6: moat.identity.v1.RotateApiKeyResponse.old_api_key:type_name -> moat.identity.v1.ApiKey
+	55, // 7: moat.identity.v1.GetCallerResponse.memberships:type_name -> moat.identity.v1.Member
+	55, // 8: moat.identity.v1.CreateMemberRequest.member:type_name -> moat.identity.v1.Member
+	55, // 9: moat.identity.v1.CreateMemberResponse.member:type_name -> moat.identity.v1.Member
+	55, // 10: moat.identity.v1.GetMemberResponse.member:type_name -> moat.identity.v1.Member
+	55, // 11: moat.identity.v1.ListMembersResponse.members:type_name -> moat.identity.v1.Member
+	55, // 12: moat.identity.v1.UpdateMemberRequest.member:type_name -> moat.identity.v1.Member
+	56, // 13: moat.identity.v1.UpdateMemberRequest.update_mask:type_name -> google.protobuf.FieldMask
+	55, // 14: moat.identity.v1.UpdateMemberResponse.member:type_name -> moat.identity.v1.Member
+	57, // 15: moat.identity.v1.CreateIdentityProviderRequest.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	57, // 16: moat.identity.v1.CreateIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	57, // 17: moat.identity.v1.GetIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	57, // 18: moat.identity.v1.ListIdentityProvidersResponse.identity_providers:type_name -> moat.identity.v1.IdentityProvider
+	57, // 19: moat.identity.v1.UpdateIdentityProviderRequest.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	56, // 20: moat.identity.v1.UpdateIdentityProviderRequest.update_mask:type_name -> google.protobuf.FieldMask
+	57, // 21: moat.identity.v1.UpdateIdentityProviderResponse.identity_provider:type_name -> moat.identity.v1.IdentityProvider
+	58, // 22: moat.identity.v1.DeleteIdentityProviderResponse.delete_time:type_name -> google.protobuf.Timestamp
+	59, // 23: moat.identity.v1.CreateServiceAccountRequest.service_account:type_name -> moat.identity.v1.ServiceAccount
+	59, // 24: moat.identity.v1.CreateServiceAccountResponse.service_account:type_name -> moat.identity.v1.ServiceAccount
+	59, // 25: moat.identity.v1.GetServiceAccountResponse.service_account:type_name -> moat.identity.v1.ServiceAccount
+	59, // 26: moat.identity.v1.ListServiceAccountsResponse.service_accounts:type_name -> moat.identity.v1.ServiceAccount
+	59, // 27: moat.identity.v1.UpdateServiceAccountRequest.service_account:type_name -> moat.identity.v1.ServiceAccount
+	56, // 28: moat.identity.v1.UpdateServiceAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
+	59, // 29: moat.identity.v1.UpdateServiceAccountResponse.service_account:type_name -> moat.identity.v1.ServiceAccount
+	60, // 30: moat.identity.v1.CreateAgentRequest.agent:type_name -> moat.identity.v1.Agent
+	60, // 31: moat.identity.v1.CreateAgentResponse.agent:type_name -> moat.identity.v1.Agent
+	60, // 32: moat.identity.v1.GetAgentResponse.agent:type_name -> moat.identity.v1.Agent
+	60, // 33: moat.identity.v1.ListAgentsResponse.agents:type_name -> moat.identity.v1.Agent
+	60, // 34: moat.identity.v1.UpdateAgentRequest.agent:type_name -> moat.identity.v1.Agent
+	56, // 35: moat.identity.v1.UpdateAgentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	60, // 36: moat.identity.v1.UpdateAgentResponse.agent:type_name -> moat.identity.v1.Agent
+	52, // 37: moat.identity.v1.WatchKeyIndexResponse.snapshot:type_name -> moat.identity.v1.KeyIndexSnapshot
+	61, // 38: moat.identity.v1.WatchKeyIndexResponse.upsert:type_name -> moat.identity.v1.KeyIndexEntry
+	62, // 39: moat.identity.v1.WatchKeyIndexResponse.upsert_membership:type_name -> moat.identity.v1.MembershipEntry
+	62, // 40: moat.identity.v1.WatchKeyIndexResponse.remove_membership:type_name -> moat.identity.v1.MembershipEntry
+	61, // 41: moat.identity.v1.KeyIndexSnapshot.entries:type_name -> moat.identity.v1.KeyIndexEntry
+	62, // 42: moat.identity.v1.KeyIndexSnapshot.memberships:type_name -> moat.identity.v1.MembershipEntry
+	0,  // 43: moat.identity.v1.IdentityService.CreateApiKey:input_type -> moat.identity.v1.CreateApiKeyRequest
+	2,  // 44: moat.identity.v1.IdentityService.ListApiKeys:input_type -> moat.identity.v1.ListApiKeysRequest
+	4,  // 45: moat.identity.v1.IdentityService.RevokeApiKey:input_type -> moat.identity.v1.RevokeApiKeyRequest
+	6,  // 46: moat.identity.v1.IdentityService.RotateApiKey:input_type -> moat.identity.v1.RotateApiKeyRequest
+	8,  // 47: moat.identity.v1.IdentityService.GetCaller:input_type -> moat.identity.v1.GetCallerRequest
+	10, // 48: moat.identity.v1.IdentityService.CreateMember:input_type -> moat.identity.v1.CreateMemberRequest
+	12, // 49: moat.identity.v1.IdentityService.GetMember:input_type -> moat.identity.v1.GetMemberRequest
+	14, // 50: moat.identity.v1.IdentityService.ListMembers:input_type -> moat.identity.v1.ListMembersRequest
+	16, // 51: moat.identity.v1.IdentityService.UpdateMember:input_type -> moat.identity.v1.UpdateMemberRequest
+	18, // 52: moat.identity.v1.IdentityService.DeleteMember:input_type -> moat.identity.v1.DeleteMemberRequest
+	20, // 53: moat.identity.v1.IdentityService.CreateIdentityProvider:input_type -> moat.identity.v1.CreateIdentityProviderRequest
+	22, // 54: moat.identity.v1.IdentityService.GetIdentityProvider:input_type -> moat.identity.v1.GetIdentityProviderRequest
+	24, // 55: moat.identity.v1.IdentityService.ListIdentityProviders:input_type -> moat.identity.v1.ListIdentityProvidersRequest
+	26, // 56: moat.identity.v1.IdentityService.UpdateIdentityProvider:input_type -> moat.identity.v1.UpdateIdentityProviderRequest
+	28, // 57: moat.identity.v1.IdentityService.DeleteIdentityProvider:input_type -> moat.identity.v1.DeleteIdentityProviderRequest
+	30, // 58: moat.identity.v1.IdentityService.CreateServiceAccount:input_type -> moat.identity.v1.CreateServiceAccountRequest
+	32, // 59: moat.identity.v1.IdentityService.GetServiceAccount:input_type -> moat.identity.v1.GetServiceAccountRequest
+	34, // 60: moat.identity.v1.IdentityService.ListServiceAccounts:input_type -> moat.identity.v1.ListServiceAccountsRequest
+	36, // 61: moat.identity.v1.IdentityService.UpdateServiceAccount:input_type -> moat.identity.v1.UpdateServiceAccountRequest
+	38, // 62: moat.identity.v1.IdentityService.DeleteServiceAccount:input_type -> moat.identity.v1.DeleteServiceAccountRequest
+	40, // 63: moat.identity.v1.IdentityService.CreateAgent:input_type -> moat.identity.v1.CreateAgentRequest
+	42, // 64: moat.identity.v1.IdentityService.GetAgent:input_type -> moat.identity.v1.GetAgentRequest
+	44, // 65: moat.identity.v1.IdentityService.ListAgents:input_type -> moat.identity.v1.ListAgentsRequest
+	46, // 66: moat.identity.v1.IdentityService.UpdateAgent:input_type -> moat.identity.v1.UpdateAgentRequest
+	48, // 67: moat.identity.v1.IdentityService.DeleteAgent:input_type -> moat.identity.v1.DeleteAgentRequest
+	50, // 68: moat.identity.v1.IdentityService.WatchKeyIndex:input_type -> moat.identity.v1.WatchKeyIndexRequest
+	1,  // 69: moat.identity.v1.IdentityService.CreateApiKey:output_type -> moat.identity.v1.CreateApiKeyResponse
+	3,  // 70: moat.identity.v1.IdentityService.ListApiKeys:output_type -> moat.identity.v1.ListApiKeysResponse
+	5,  // 71: moat.identity.v1.IdentityService.RevokeApiKey:output_type -> moat.identity.v1.RevokeApiKeyResponse
+	7,  // 72: moat.identity.v1.IdentityService.RotateApiKey:output_type -> moat.identity.v1.RotateApiKeyResponse
+	9,  // 73: moat.identity.v1.IdentityService.GetCaller:output_type -> moat.identity.v1.GetCallerResponse
+	11, // 74: moat.identity.v1.IdentityService.CreateMember:output_type -> moat.identity.v1.CreateMemberResponse
+	13, // 75: moat.identity.v1.IdentityService.GetMember:output_type -> moat.identity.v1.GetMemberResponse
+	15, // 76: moat.identity.v1.IdentityService.ListMembers:output_type -> moat.identity.v1.ListMembersResponse
+	17, // 77: moat.identity.v1.IdentityService.UpdateMember:output_type -> moat.identity.v1.UpdateMemberResponse
+	19, // 78: moat.identity.v1.IdentityService.DeleteMember:output_type -> moat.identity.v1.DeleteMemberResponse
+	21, // 79: moat.identity.v1.IdentityService.CreateIdentityProvider:output_type -> moat.identity.v1.CreateIdentityProviderResponse
+	23, // 80: moat.identity.v1.IdentityService.GetIdentityProvider:output_type -> moat.identity.v1.GetIdentityProviderResponse
+	25, // 81: moat.identity.v1.IdentityService.ListIdentityProviders:output_type -> moat.identity.v1.ListIdentityProvidersResponse
+	27, // 82: moat.identity.v1.IdentityService.UpdateIdentityProvider:output_type -> moat.identity.v1.UpdateIdentityProviderResponse
+	29, // 83: moat.identity.v1.IdentityService.DeleteIdentityProvider:output_type -> moat.identity.v1.DeleteIdentityProviderResponse
+	31, // 84: moat.identity.v1.IdentityService.CreateServiceAccount:output_type -> moat.identity.v1.CreateServiceAccountResponse
+	33, // 85: moat.identity.v1.IdentityService.GetServiceAccount:output_type -> moat.identity.v1.GetServiceAccountResponse
+	35, // 86: moat.identity.v1.IdentityService.ListServiceAccounts:output_type -> moat.identity.v1.ListServiceAccountsResponse
+	37, // 87: moat.identity.v1.IdentityService.UpdateServiceAccount:output_type -> moat.identity.v1.UpdateServiceAccountResponse
+	39, // 88: moat.identity.v1.IdentityService.DeleteServiceAccount:output_type -> moat.identity.v1.DeleteServiceAccountResponse
+	41, // 89: moat.identity.v1.IdentityService.CreateAgent:output_type -> moat.identity.v1.CreateAgentResponse
+	43, // 90: moat.identity.v1.IdentityService.GetAgent:output_type -> moat.identity.v1.GetAgentResponse
+	45, // 91: moat.identity.v1.IdentityService.ListAgents:output_type -> moat.identity.v1.ListAgentsResponse
+	47, // 92: moat.identity.v1.IdentityService.UpdateAgent:output_type -> moat.identity.v1.UpdateAgentResponse
+	49, // 93: moat.identity.v1.IdentityService.DeleteAgent:output_type -> moat.identity.v1.DeleteAgentResponse
+	51, // 94: moat.identity.v1.IdentityService.WatchKeyIndex:output_type -> moat.identity.v1.WatchKeyIndexResponse
+	69, // [69:95] is the sub-list for method output_type
+	43, // [43:69] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_moat_identity_v1_identity_service_proto_init() }
@@ -2133,7 +3292,8 @@ func file_moat_identity_v1_identity_service_proto_init() {
 	file_moat_identity_v1_identity_provider_proto_init()
 	file_moat_identity_v1_key_index_proto_init()
 	file_moat_identity_v1_member_proto_init()
-	file_moat_identity_v1_identity_service_proto_msgTypes[31].OneofWrappers = []any{
+	file_moat_identity_v1_principal_proto_init()
+	file_moat_identity_v1_identity_service_proto_msgTypes[51].OneofWrappers = []any{
 		(*WatchKeyIndexResponse_Snapshot)(nil),
 		(*WatchKeyIndexResponse_Upsert)(nil),
 		(*WatchKeyIndexResponse_RemoveKeyId)(nil),
@@ -2146,7 +3306,7 @@ func file_moat_identity_v1_identity_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moat_identity_v1_identity_service_proto_rawDesc), len(file_moat_identity_v1_identity_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -100,7 +100,10 @@ type KeyIndexEntry struct {
 	// The logical model names the key may call; empty for every route of
 	// its project.
 	AllowedModels []string `protobuf:"bytes,8,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
-	// The principal the key acts for (users/{user}); empty for a project's
+	// The principal the key acts for: users/{user}, or the full name of a
+	// service account or agent of the key's project
+	// (orgs/{org}/projects/{project}/serviceAccounts/{service_account},
+	// orgs/{org}/projects/{project}/agents/{agent}); empty for a project's
 	// own key.
 	Owner string `protobuf:"bytes,9,opt,name=owner,proto3" json:"owner,omitempty"`
 	// The MCP tools the key may call ({server}/{tool} or {server}/*); empty
