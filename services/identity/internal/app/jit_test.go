@@ -118,8 +118,8 @@ func TestJustInTimeMembership(t *testing.T) {
 					t.Errorf("%s signing in again: %v, %v; want the same single membership", tt.user, again, err)
 				}
 			}
-			if !pf.log.Contains("just-in-time membership refused") {
-				t.Error("refused just-in-time memberships are not logged")
+			if !pf.log.Contains("is not vouched for by " + org + "/identityProviders/" + idpID) {
+				t.Error("the refused just-in-time membership of a foreign email domain is not logged")
 			}
 			if pf.log.Contains(corp.ClientSecret) {
 				t.Error("the IdP client secret appears in identity's log")

@@ -389,13 +389,13 @@ func TestCrossTenantAccess(t *testing.T) {
 		}},
 	}
 
-	denied := 0
 	for _, m := range methods {
 		for _, c := range callers {
 			for _, tn := range []*tenant{a, b} {
 				role := c.role[tn]
 				allowed := role == "admin" || (role == "member" && (m.need == "member" || (m.need == "owner" && m.owned(c.self, tn))))
 				name := fmt.Sprintf("%s by %s on org %s", m.name, c.name, strings.TrimPrefix(tn.org, "orgs/org-"))
+				before := len(deniedAudits(t, pf.pool))
 				resp, err := m.call(bearer(ctx, c.token), tn)
 				if allowed {
 					if err != nil {
@@ -413,8 +413,19 @@ func TestCrossTenantAccess(t *testing.T) {
 				if resp != nil && fmt.Sprint(resp) != "<nil>" {
 					t.Errorf("%s: a refused call returned %v", name, resp)
 				}
-				if m.mutation {
-					denied++
+				// Scenario 19: exactly one DENIED record per refused
+				// mutation, naming the caller; none for a refused read.
+				after := deniedAudits(t, pf.pool)
+				switch {
+				case !m.mutation && len(after) != before:
+					t.Errorf("%s: a refused read wrote %d audit records", name, len(after)-before)
+				case m.mutation && len(after) != before+1:
+					t.Errorf("%s: %d DENIED audit records, want exactly 1", name, len(after)-before)
+				case m.mutation:
+					if ev := after[len(after)-1]; ev.GetActor() != c.self || ev.GetStatus() != "PERMISSION_DENIED" ||
+						!strings.HasPrefix(ev.GetAction(), "moat.identity.v1.IdentityService.") || ev.GetTarget() == "" {
+						t.Errorf("%s: audit record %v, want actor %s, status PERMISSION_DENIED, the action and a target", name, ev, c.self)
+					}
 				}
 			}
 		}
@@ -531,10 +542,6 @@ func TestCrossTenantAccess(t *testing.T) {
 		}
 	}
 
-	// Every refused mutation left an audit record with outcome DENIED.
-	if got := deniedAudits(t, pf.pool); got < denied {
-		t.Errorf("%d denied audit records, want at least %d (one per refused mutation)", got, denied)
-	}
 	for _, tn := range tenants {
 		for _, secret := range []string{tn.adminToken, tn.memberTok} {
 			if pf.log.Contains(secret) {
@@ -567,10 +574,11 @@ func idp(pf *platform, tn *tenant, id string) *identityv1.IdentityProvider {
 	}
 }
 
-// deniedAudits counts the audit events with outcome DENIED in the outbox.
-func deniedAudits(t *testing.T, pool *pgxpool.Pool) int {
+// deniedAudits returns the audit events with outcome DENIED in the
+// outbox, oldest first.
+func deniedAudits(t *testing.T, pool *pgxpool.Pool) []*auditv1.AuditEvent {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT payload FROM outbox WHERE subject = $1`, postgres.AuditSubject)
+	rows, err := pool.Query(t.Context(), `SELECT payload FROM outbox WHERE subject = $1 ORDER BY created_at, event_id`, postgres.AuditSubject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,15 +586,15 @@ func deniedAudits(t *testing.T, pool *pgxpool.Pool) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var out []*auditv1.AuditEvent
 	for _, p := range payloads {
 		ev := &auditv1.AuditEvent{}
 		if err := proto.Unmarshal(p, ev); err != nil {
 			t.Fatal(err)
 		}
 		if ev.GetOutcome() == auditv1.AuditEvent_OUTCOME_DENIED {
-			n++
+			out = append(out, ev)
 		}
 	}
-	return n
+	return out
 }

@@ -206,19 +206,17 @@ type Store interface {
 	// IndexSnapshot returns, in one consistent read, the current index
 	// version, every key active at now and every lasting membership.
 	IndexSnapshot(ctx context.Context, now time.Time) (version int64, keys []Key, members []Member, err error)
-	// KeysChangedSince returns at most limit keys whose version is above
-	// version, in version order.
-	KeysChangedSince(ctx context.Context, version int64, limit int) ([]Key, error)
-	// MembersChangedSince returns at most limit memberships, ended ones
-	// included, whose version is above version, in version order.
-	MembersChangedSince(ctx context.Context, version int64, limit int) ([]Member, error)
+	// ChangesSince returns, in one consistent read, at most limit keys and
+	// at most limit memberships (ended ones included) whose version is
+	// above version, each in version order.
+	ChangesSince(ctx context.Context, version int64, limit int) ([]Key, []Member, error)
 
 	// IsMember reports whether user id is a member of org.
 	IsMember(ctx context.Context, org, userID string) (bool, error)
-	// CreateMember inserts m, or revives an ended membership of the same
-	// user as m; ErrMemberExists when one lasts. audit's record is written
-	// with it.
-	CreateMember(ctx context.Context, m Member, audit func(Member) AuditRecord) (Member, error)
+	// CreateMember inserts m, or, when revive is true, revives an ended
+	// membership of the same user as m; ErrMemberExists when one lasts, or
+	// when one ended and revive is false. audit's record is written with it.
+	CreateMember(ctx context.Context, m Member, revive bool, audit func(Member) AuditRecord) (Member, error)
 	// GetMember returns a lasting membership, or ErrMemberNotFound.
 	GetMember(ctx context.Context, org, userID string) (Member, error)
 	// ListMembers returns at most limit lasting memberships of org, oldest
@@ -248,12 +246,14 @@ type Store interface {
 	// ListIdPs returns at most limit providers of org in id order, after
 	// the id after ("" from the first).
 	ListIdPs(ctx context.Context, org, after string, limit int) ([]Provider, error)
-	// UpdateIdP loads a provider for update, lets fn change it (and apply
-	// it to Keycloak), stores it and writes a, in one transaction.
-	UpdateIdP(ctx context.Context, org, id string, fn func(context.Context, *Provider) error, a AuditRecord) (Provider, error)
-	// DeleteIdP loads a provider for update, runs fn on it, deletes it and
-	// writes a, in one transaction.
-	DeleteIdP(ctx context.Context, org, id string, fn func(context.Context, Provider) error, a AuditRecord) error
+	// UpdateIdP, in one transaction, loads a provider for update, lets
+	// change change it, stores it (ErrDomainTaken), runs apply on the
+	// result and writes a: apply (the Keycloak change) runs after every
+	// database step that can refuse the update.
+	UpdateIdP(ctx context.Context, org, id string, change func(*Provider) error, apply func(context.Context, Provider) error, a AuditRecord) (Provider, error)
+	// DeleteIdP, in one transaction, deletes a provider, runs apply on it
+	// and writes a.
+	DeleteIdP(ctx context.Context, org, id string, apply func(context.Context, Provider) error, a AuditRecord) error
 	// CreateServiceAccount inserts a and writes audit, in one transaction;
 	// ErrServiceAccountExists when its project has one with its id.
 	CreateServiceAccount(ctx context.Context, a ServiceAccount, audit AuditRecord) error

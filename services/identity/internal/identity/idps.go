@@ -267,10 +267,15 @@ func (s *Service) CreateIdentityProvider(ctx context.Context, call Call, org, id
 	if err := validateIdP(&p, secret, true); err != nil {
 		return Provider{}, err
 	}
+	release, err := s.brokerTurn(ctx)
+	if err != nil {
+		return Provider{}, err
+	}
+	defer release()
 	now := s.clock()
 	p.Organization, p.ID, p.CreateTime, p.UpdateTime = org, id, now, now
 	err = s.store.CreateIdP(ctx, p, func(ctx context.Context) error {
-		return brokerErr(b.PutIdentityProvider(ctx, p, secret))
+		return callBroker(ctx, func(ctx context.Context) error { return b.PutIdentityProvider(ctx, p, secret) })
 	}, allowedOn(call, org, p.Name(), now))
 	if err != nil {
 		return Provider{}, fmt.Errorf("create %s: %w", p.Name(), err)
@@ -324,8 +329,17 @@ func (s *Service) UpdateIdentityProvider(ctx context.Context, call Call, name st
 	if err != nil {
 		return Provider{}, err
 	}
+	if !slices.Contains(mask, "oidc") {
+		// A secret outside the masked fields changes nothing.
+		secret = ""
+	}
+	release, err := s.brokerTurn(ctx)
+	if err != nil {
+		return Provider{}, err
+	}
+	defer release()
 	now := s.clock()
-	got, err := s.store.UpdateIdP(ctx, org, id, func(ctx context.Context, cur *Provider) error {
+	got, err := s.store.UpdateIdP(ctx, org, id, func(cur *Provider) error {
 		for _, f := range mask {
 			switch f {
 			case "display_name":
@@ -354,7 +368,9 @@ func (s *Service) UpdateIdentityProvider(ctx context.Context, call Call, name st
 			return err
 		}
 		cur.UpdateTime = now
-		return brokerErr(b.PutIdentityProvider(ctx, *cur, secret))
+		return nil
+	}, func(ctx context.Context, p Provider) error {
+		return callBroker(ctx, func(ctx context.Context) error { return b.PutIdentityProvider(ctx, p, secret) })
 	}, allowedOn(call, org, name, now))
 	if err != nil {
 		return Provider{}, fmt.Errorf("update %s: %w", name, err)
@@ -373,12 +389,14 @@ func (s *Service) DeleteIdentityProvider(ctx context.Context, call Call, name st
 	if err != nil {
 		return time.Time{}, err
 	}
+	release, err := s.brokerTurn(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer release()
 	now := s.clock()
 	err = s.store.DeleteIdP(ctx, org, id, func(ctx context.Context, p Provider) error {
-		if err := b.DeleteIdentityProvider(ctx, p.Alias()); err != nil {
-			return fmt.Errorf("%w: %w", ErrBroker, err)
-		}
-		return nil
+		return callBroker(ctx, func(ctx context.Context) error { return b.DeleteIdentityProvider(ctx, p.Alias()) })
 	}, allowedOn(call, org, name, now))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("delete %s: %w", name, err)
@@ -386,9 +404,31 @@ func (s *Service) DeleteIdentityProvider(ctx context.Context, call Call, name st
 	return now, nil
 }
 
-// brokerErr marks Keycloak's errors: invalid settings stay ErrInvalidIdP,
-// anything else becomes ErrBroker.
-func brokerErr(err error) error {
+// brokerTimeout bounds each change an identity provider makes in Keycloak
+// (which may fetch the provider's discovery document from a URL an org
+// admin chose): the change runs inside a database transaction.
+const brokerTimeout = 15 * time.Second
+
+// brokerTurn waits for the one turn this replica gives identity provider
+// changes at a time, so that slow Keycloak calls, each holding a database
+// connection inside its transaction, can never take more than one of the
+// pool's connections. The caller must call release.
+func (s *Service) brokerTurn(ctx context.Context) (release func(), err error) {
+	select {
+	case s.brokerSlot <- struct{}{}:
+		return func() { <-s.brokerSlot }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// callBroker runs a Keycloak change within brokerTimeout and marks its
+// errors: invalid settings stay ErrInvalidIdP, anything else becomes
+// ErrBroker.
+func callBroker(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	err := fn(ctx)
 	if err == nil || errors.Is(err, ErrInvalidIdP) {
 		return err
 	}
@@ -416,7 +456,8 @@ type JoinResult struct {
 // memberships those providers grant, just in time: for each provider the
 // user is linked to, in an organization they are not a member of yet,
 // when their email (verified) is in one of its domains and their groups
-// map to a role. Each membership is audited with call. Without Keycloak,
+// map to a role. A membership an admin ended is not revived. Each
+// membership is audited with call. Without Keycloak,
 // or for a user Keycloak does not know, it does nothing.
 //
 // A user Join admitted nowhere is not looked up again for joinRecheck, so
@@ -427,7 +468,9 @@ func (s *Service) Join(ctx context.Context, call Call, userID string) (JoinResul
 	if s.Broker == nil || !userIDPattern.MatchString(userID) || s.joins.recent(userID, s.now()) {
 		return res, nil
 	}
-	u, err := s.Broker.BrokeredUser(ctx, userID)
+	bctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	u, err := s.Broker.BrokeredUser(bctx, userID)
+	cancel()
 	if errors.Is(err, ErrUserNotFound) {
 		return res, nil
 	}
@@ -454,7 +497,9 @@ func (s *Service) Join(ctx context.Context, call Call, userID string) (JoinResul
 		now := s.clock()
 		m := Member{Organization: p.Organization, UserID: userID, Role: p.RoleFor(u.Groups), Source: SourceJustInTime,
 			IdentityProvider: p.Name(), Email: u.Email, CreateTime: now, UpdateTime: now}
-		got, err := s.store.CreateMember(ctx, m, func(m Member) AuditRecord { return allowedOn(call, m.Organization, m.Name(), now) })
+		// Never revive: a member an admin removed stays removed, however
+		// often they sign in.
+		got, err := s.store.CreateMember(ctx, m, false, func(m Member) AuditRecord { return allowedOn(call, m.Organization, m.Name(), now) })
 		if errors.Is(err, ErrMemberExists) {
 			continue
 		}

@@ -170,7 +170,7 @@ func (s *Service) CreateMember(ctx context.Context, call Call, org, userID strin
 	}
 	now := s.clock()
 	m := Member{Organization: org, UserID: userID, Role: role, Source: SourceAdmin, CreateTime: now, UpdateTime: now}
-	got, err := s.store.CreateMember(ctx, m, func(m Member) AuditRecord { return allowedOn(call, org, m.Name(), now) })
+	got, err := s.store.CreateMember(ctx, m, true, func(m Member) AuditRecord { return allowedOn(call, org, m.Name(), now) })
 	if err != nil {
 		return Member{}, fmt.Errorf("add %s to %s: %w", userID, org, err)
 	}

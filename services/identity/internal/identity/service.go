@@ -54,12 +54,14 @@ type Service struct {
 
 	// joins remembers users Join admitted nowhere.
 	joins joinMisses
+	// brokerSlot holds the one turn for identity provider changes.
+	brokerSlot chan struct{}
 }
 
 // NewService returns a Service keeping keys in store, hashed with hasher,
 // with now as its clock.
 func NewService(store Store, hasher Hasher, now func() time.Time) *Service {
-	return &Service{store: store, hasher: hasher, now: now, newKey: authn.NewKey}
+	return &Service{store: store, hasher: hasher, now: now, newKey: authn.NewKey, brokerSlot: make(chan struct{}, 1)}
 }
 
 // clock returns now in the precision PostgreSQL keeps, so that a key reads
@@ -507,13 +509,9 @@ func (s *Service) WatchIndex(ctx context.Context, wake <-chan struct{}, recheck 
 // merged in version order, and returns the version reached.
 func (s *Service) sendChanges(ctx context.Context, version int64, sink IndexSink) (int64, error) {
 	for {
-		keys, err := s.store.KeysChangedSince(ctx, version, changesBatch)
+		keys, members, err := s.store.ChangesSince(ctx, version, changesBatch)
 		if err != nil {
 			return version, fmt.Errorf("read key index changes after %d: %w", version, err)
-		}
-		members, err := s.store.MembersChangedSince(ctx, version, changesBatch)
-		if err != nil {
-			return version, fmt.Errorf("read membership changes after %d: %w", version, err)
 		}
 		// A full batch may have more changes after its last one: send
 		// nothing past the lowest such bound, and read again from there.

@@ -225,9 +225,9 @@ func TestUsageMovesLastUseForwardAtMostOnceAMinute(t *testing.T) {
 	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM processed_events`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("processed_events rows = %d (%v), want 0", n, err)
 	}
-	changed, err := e.store.KeysChangedSince(context.Background(), created.Version, 10)
+	changed, _, err := e.store.ChangesSince(context.Background(), created.Version, 10)
 	if err != nil || len(changed) != 1 || changed[0].ID != other.ID {
-		t.Errorf("KeysChangedSince(%d) = %v, %v; want only the key created after it", created.Version, changed, err)
+		t.Errorf("ChangesSince(%d) = %v, %v; want only the key created after it", created.Version, changed, err)
 	}
 }
 

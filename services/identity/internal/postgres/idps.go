@@ -155,7 +155,7 @@ func (s *Store) ListIdPs(ctx context.Context, org, after string, limit int) ([]i
 }
 
 // UpdateIdP implements identity.Store.
-func (s *Store) UpdateIdP(ctx context.Context, org, id string, fn func(context.Context, *identity.Provider) error, a identity.AuditRecord) (identity.Provider, error) {
+func (s *Store) UpdateIdP(ctx context.Context, org, id string, change func(*identity.Provider) error, apply func(context.Context, identity.Provider) error, a identity.AuditRecord) (identity.Provider, error) {
 	var p identity.Provider
 	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
@@ -167,7 +167,7 @@ func (s *Store) UpdateIdP(ctx context.Context, org, id string, fn func(context.C
 		if err != nil {
 			return fmt.Errorf("read identity provider: %w", err)
 		}
-		if err := fn(ctx, &p); err != nil {
+		if err := change(&p); err != nil {
 			return err
 		}
 		protocol, settings, mappings, err := idpValues(p)
@@ -184,6 +184,10 @@ func (s *Store) UpdateIdP(ctx context.Context, org, id string, fn func(context.C
 		if err := putDomains(ctx, tx, p); err != nil {
 			return err
 		}
+		// Keycloak last: a refusal above must leave it as it was.
+		if err := apply(ctx, p); err != nil {
+			return err
+		}
 		return s.enqueue(ctx, tx, a)
 	})
 	if err != nil {
@@ -193,21 +197,19 @@ func (s *Store) UpdateIdP(ctx context.Context, org, id string, fn func(context.C
 }
 
 // DeleteIdP implements identity.Store.
-func (s *Store) DeleteIdP(ctx context.Context, org, id string, fn func(context.Context, identity.Provider) error, a identity.AuditRecord) error {
+func (s *Store) DeleteIdP(ctx context.Context, org, id string, apply func(context.Context, identity.Provider) error, a identity.AuditRecord) error {
 	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		p, err := scanIdP(tx.QueryRow(ctx, `SELECT `+idpColumns+` FROM identity_providers
-			WHERE organization = $1 AND id = $2 FOR UPDATE`, org, id))
+		p, err := scanIdP(tx.QueryRow(ctx, `DELETE FROM identity_providers
+			WHERE organization = $1 AND id = $2
+			RETURNING `+idpColumns, org, id))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return identity.ErrIdPNotFound
 		}
 		if err != nil {
-			return fmt.Errorf("read identity provider: %w", err)
-		}
-		if err := fn(ctx, p); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM identity_providers WHERE organization = $1 AND id = $2`, org, id); err != nil {
 			return fmt.Errorf("delete identity provider: %w", err)
+		}
+		if err := apply(ctx, p); err != nil {
+			return err
 		}
 		return s.enqueue(ctx, tx, a)
 	})

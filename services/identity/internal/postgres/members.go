@@ -64,14 +64,15 @@ func (s *Store) IsMember(ctx context.Context, org, userID string) (bool, error) 
 }
 
 // CreateMember implements identity.Store.
-func (s *Store) CreateMember(ctx context.Context, m identity.Member, audit func(identity.Member) identity.AuditRecord) (identity.Member, error) {
+func (s *Store) CreateMember(ctx context.Context, m identity.Member, revive bool, audit func(identity.Member) identity.AuditRecord) (identity.Member, error) {
 	var got identity.Member
 	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lockVersions(ctx, tx); err != nil {
 			return err
 		}
-		// An ended membership is revived in place, with a new version, so
-		// that watchers see it start again.
+		// An ended membership is revived in place (when asked: an admin's
+		// add, never a just-in-time join, which must not undo a removal),
+		// with a new version, so that watchers see it start again.
 		var err error
 		got, err = scanMember(tx.QueryRow(ctx, `
 			INSERT INTO memberships (organization, user_id, role, source, identity_provider, email, created_at, updated_at)
@@ -80,9 +81,9 @@ func (s *Store) CreateMember(ctx context.Context, m identity.Member, audit func(
 			SET role = excluded.role, source = excluded.source, identity_provider = excluded.identity_provider,
 				email = excluded.email, created_at = excluded.created_at, updated_at = excluded.updated_at,
 				deleted_at = NULL, version = nextval('api_keys_version_seq')
-			WHERE memberships.deleted_at IS NOT NULL
+			WHERE memberships.deleted_at IS NOT NULL AND $8
 			RETURNING `+memberColumns,
-			m.Organization, m.UserID, m.Role.String(), string(m.Source), m.IdentityProvider, m.Email, m.CreateTime))
+			m.Organization, m.UserID, m.Role.String(), string(m.Source), m.IdentityProvider, m.Email, m.CreateTime, revive))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return identity.ErrMemberExists
 		}
@@ -215,11 +216,4 @@ func (s *Store) MembershipsOf(ctx context.Context, userID string) ([]identity.Me
 	ms, err := queryMembers(ctx, s.pool, `SELECT `+memberColumns+` FROM memberships
 		WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at, organization`, userID)
 	return ms, storeErr("read memberships", err)
-}
-
-// MembersChangedSince implements identity.Store.
-func (s *Store) MembersChangedSince(ctx context.Context, version int64, limit int) ([]identity.Member, error) {
-	ms, err := queryMembers(ctx, s.pool, `SELECT `+memberColumns+` FROM memberships
-		WHERE version > $1 ORDER BY version LIMIT $2`, version, limit)
-	return ms, storeErr("read membership changes", err)
 }

@@ -424,18 +424,31 @@ func (s *Store) IndexSnapshot(ctx context.Context, now time.Time) (int64, []iden
 	return version, keys, members, nil
 }
 
-// KeysChangedSince implements identity.Store.
-func (s *Store) KeysChangedSince(ctx context.Context, version int64, limit int) ([]identity.Key, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
+// ChangesSince implements identity.Store: both reads see one snapshot of
+// the database. Read apart, a key change committed between them could be
+// skipped for good by a watcher that moved past it on a later membership
+// change.
+func (s *Store) ChangesSince(ctx context.Context, version int64, limit int) ([]identity.Key, []identity.Member, error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, nil, storeErr("begin change read", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only; nothing to undo
+	rows, err := tx.Query(ctx, `SELECT `+keyColumns+` FROM api_keys
 		WHERE version > $1 ORDER BY version LIMIT $2`, version, limit)
 	if err != nil {
-		return nil, storeErr("read key changes", err)
+		return nil, nil, storeErr("read key changes", err)
 	}
 	keys, err := collectKeys(rows)
 	if err != nil {
-		return nil, storeErr("read key changes", err)
+		return nil, nil, storeErr("read key changes", err)
 	}
-	return keys, nil
+	members, err := queryMembers(ctx, tx, `SELECT `+memberColumns+` FROM memberships
+		WHERE version > $1 ORDER BY version LIMIT $2`, version, limit)
+	if err != nil {
+		return nil, nil, storeErr("read membership changes", err)
+	}
+	return keys, members, nil
 }
 
 // Bootstrap implements identity.Store: fn runs under a transaction-level

@@ -266,15 +266,15 @@ func TestKeyIndex(t *testing.T) {
 		t.Errorf("snapshot mismatch (-want +got):\n%s", diff)
 	}
 
-	changes, err := s.KeysChangedSince(ctx, active.Version, 10)
+	changes, _, err := s.ChangesSince(ctx, active.Version, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]identity.Key{expiring, admin, revoked}, changes); diff != "" {
 		t.Errorf("changes mismatch (-want +got):\n%s", diff)
 	}
-	if changes, _ := s.KeysChangedSince(ctx, active.Version, 1); len(changes) != 1 {
-		t.Errorf("KeysChangedSince(limit 1) returned %d keys", len(changes))
+	if changes, _, _ := s.ChangesSince(ctx, active.Version, 1); len(changes) != 1 {
+		t.Errorf("ChangesSince(limit 1) returned %d keys", len(changes))
 	}
 }
 

@@ -62,7 +62,7 @@ func TestMemberDeletionRacesAgentCreation(t *testing.T) {
 	for i := range 20 {
 		user := fmt.Sprintf("user-%02d", i)
 		m := identity.Member{Organization: org, UserID: user, Role: identity.OrgMember, Source: identity.SourceAdmin, CreateTime: t0, UpdateTime: t0}
-		if _, err := s.CreateMember(ctx, m, func(m identity.Member) identity.AuditRecord { return allowedOn(m.Name()) }); err != nil {
+		if _, err := s.CreateMember(ctx, m, true, func(m identity.Member) identity.AuditRecord { return allowedOn(m.Name()) }); err != nil {
 			t.Fatal(err)
 		}
 		a := identity.Agent{Project: project, ID: fmt.Sprintf("agent-%02d", i), Owner: "users/" + user, RiskTier: identity.RiskHigh,
