@@ -172,4 +172,8 @@ func TestBrokeredUsersJoinTheirOrganization(t *testing.T) {
 		}
 		return nil
 	})
+	// Signing in again does not undo the removal.
+	if c := me(signIn("bob")); len(c.Memberships) != 0 {
+		t.Errorf("the removed member after signing in again: %+v; want no membership", c)
+	}
 }
