@@ -102,12 +102,18 @@ func run(ctx context.Context, o options) error {
 		_, err := cfg.CreateOrganization(ctx, &configv1.CreateOrganizationRequest{OrganizationId: "demo",
 			Organization: &configv1.Organization{DisplayName: "Demo"}})
 		return err
+	}, func() error {
+		_, err := cfg.GetOrganization(ctx, &configv1.GetOrganizationRequest{Name: org})
+		return err
 	}); err != nil {
 		return fmt.Errorf("create %s: %w", org, err)
 	}
 	if err := ensure(func() error {
 		_, err := cfg.CreateProject(ctx, &configv1.CreateProjectRequest{Parent: org, ProjectId: "demo",
 			Project: &configv1.Project{DisplayName: "Demo project"}})
+		return err
+	}, func() error {
+		_, err := cfg.GetProject(ctx, &configv1.GetProjectRequest{Name: project})
 		return err
 	}); err != nil {
 		return fmt.Errorf("create %s: %w", project, err)
@@ -172,8 +178,17 @@ func projectKey(ctx context.Context, ids identityv1.IdentityServiceClient, proje
 	return resp.GetKey(), nil
 }
 
-func ensure(create func() error) error {
-	if err := create(); err != nil && status.Code(err) != codes.AlreadyExists {
+// ensure creates a resource unless it exists (get finds it). One that was
+// deleted cannot be made again, since config never reuses a deleted id:
+// the error says how to start over.
+func ensure(create, get func() error) error {
+	err := create()
+	if status.Code(err) != codes.AlreadyExists {
+		return err
+	}
+	if err := get(); status.Code(err) == codes.NotFound {
+		return errors.New("it was deleted, and config never reuses a deleted id: start the local platform from empty databases (MOAT_DB_RESET=1 make run)")
+	} else if err != nil {
 		return err
 	}
 	return nil

@@ -112,7 +112,8 @@ type Change struct {
 var (
 	// ErrNotFound reports a resource that does not exist (or was deleted).
 	ErrNotFound = errors.New("not found")
-	// ErrAlreadyExists reports a name or a route model already taken.
+	// ErrAlreadyExists reports a name or a route model already taken. The
+	// name of a deleted organization or project stays taken (see Retired).
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrInUse reports a deletion refused because live resources depend on
 	// the target.
@@ -137,6 +138,17 @@ func invalid(field, format string, args ...any) error {
 // same whoever reports them.
 func NotFound(kind, name string) error {
 	return fmt.Errorf("%s %s: %w", kind, name, ErrNotFound)
+}
+
+// Retired returns the error, wrapping ErrAlreadyExists, for a create that
+// names a deleted organization or project. Their ids are never used again:
+// other services key their state by these names (identity its memberships
+// and API keys, billing its ledger, audit its log), and a new tenant under
+// an old name would inherit the old tenant's members, keys, usage and
+// history. The message names only name, the id the caller sent.
+func Retired(kind, name string) error {
+	return fmt.Errorf("%s %s: %w: the id belonged to a deleted %s, and %s ids are never reused; choose another id",
+		kind, name, ErrAlreadyExists, kind, kind)
 }
 
 // Outcome is how an audited action ended.

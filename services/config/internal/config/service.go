@@ -19,7 +19,8 @@ import (
 // request created (AIP-155) and changes nothing but the audit log.
 //
 // Reads never return deleted resources. A missing resource is an error
-// wrapping ErrNotFound; a taken name or route model wraps ErrAlreadyExists;
+// wrapping ErrNotFound; a taken name or route model wraps ErrAlreadyExists
+// (the name of a deleted organization or project stays taken: Retired);
 // a deletion refused because of live children wraps ErrInUse; a route whose
 // provider does not exist is a *ValidationError on field "route.provider".
 type Store interface {

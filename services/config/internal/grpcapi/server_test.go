@@ -3,6 +3,7 @@ package grpcapi_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -485,6 +486,98 @@ func TestCreateRetryWithRequestID(t *testing.T) {
 	list, err := c.ListProviders(ctx, &configv1.ListProvidersRequest{Parent: "orgs/acme"})
 	if err != nil || len(list.GetProviders()) != 1 {
 		t.Errorf("ListProviders = %v, %v; want exactly one provider", list, err)
+	}
+}
+
+// Organization and project ids are never used again, not even after a
+// deletion: identity, billing and audit key their state by these names.
+// Creating one again is ALREADY_EXISTS, saying why, and is audited as
+// DENIED like any refusal; the retry of the original create still finds
+// the deleted resource gone.
+func TestDeletedIDsAreNeverReused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, grpcapi.Options{})
+	c := h.client
+	const (
+		ridWeb   = "0190b0a4-7c2e-7000-8000-0000000000b1"
+		ridFresh = "0190b0a4-7c2e-7000-8000-0000000000b2"
+	)
+	setup := []func() error{
+		func() error {
+			_, err := c.CreateOrganization(h.admin, &configv1.CreateOrganizationRequest{OrganizationId: "acme"})
+			return err
+		},
+		func() error {
+			_, err := c.CreateProject(h.admin, &configv1.CreateProjectRequest{Parent: "orgs/acme", ProjectId: "web", RequestId: ridWeb})
+			return err
+		},
+		func() error {
+			_, err := c.DeleteProject(h.admin, &configv1.DeleteProjectRequest{Name: "orgs/acme/projects/web"})
+			return err
+		},
+		func() error {
+			_, err := c.CreateOrganization(h.admin, &configv1.CreateOrganizationRequest{OrganizationId: "beta"})
+			return err
+		},
+		func() error {
+			_, err := c.DeleteOrganization(h.admin, &configv1.DeleteOrganizationRequest{Name: "orgs/beta"})
+			return err
+		},
+	}
+	for i, step := range setup {
+		if err := step(); err != nil {
+			t.Fatalf("setup step %d: %v", i, err)
+		}
+	}
+
+	const (
+		projectRetired = "project orgs/acme/projects/web: already exists: the id belonged to a deleted project, and project ids are never reused; choose another id"
+		orgRetired     = "organization orgs/beta: already exists: the id belonged to a deleted organization, and organization ids are never reused; choose another id"
+	)
+	createWeb := func(rid string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.CreateProject(ctx, &configv1.CreateProjectRequest{Parent: "orgs/acme", ProjectId: "web", RequestId: rid})
+			return err
+		}
+	}
+	tests := []struct {
+		step auditStep
+		msg  string // the status message; "" to leave it unchecked
+	}{
+		{auditStep{"CreateProject with a deleted id", h.admin, createWeb(""), codes.AlreadyExists,
+			"CreateProject", "orgs/acme", adminSubject, ""}, projectRetired},
+		{auditStep{"CreateProject with a deleted id and a fresh request id", h.admin, createWeb(ridFresh), codes.AlreadyExists,
+			"CreateProject", "orgs/acme", adminSubject, ridFresh}, projectRetired},
+		{auditStep{"retry of the deleted project's create", h.admin, createWeb(ridWeb), codes.NotFound,
+			"CreateProject", "orgs/acme", adminSubject, ridWeb}, "project orgs/acme/projects/web: not found"},
+		{auditStep{"CreateOrganization with a deleted id", h.admin, func(ctx context.Context) error {
+			_, err := c.CreateOrganization(ctx, &configv1.CreateOrganizationRequest{OrganizationId: "beta"})
+			return err
+		}, codes.AlreadyExists, "CreateOrganization", "", adminSubject, ""}, orgRetired},
+	}
+	for _, tt := range tests {
+		st := tt.step
+		before := len(h.audits(t))
+		start := time.Now()
+		err := st.call(st.ctx)
+		end := time.Now()
+		if s, _ := status.FromError(err); s.Code() != st.code || (tt.msg != "" && s.Message() != tt.msg) {
+			t.Errorf("%s: got %v, want %v %q", st.name, err, st.code, tt.msg)
+		}
+		rows := h.audits(t)
+		if len(rows) != before+1 {
+			t.Errorf("%s: %d audit events, want exactly 1", st.name, len(rows)-before)
+			continue
+		}
+		checkAudit(t, st, rows[len(rows)-1], start, end)
+	}
+
+	// Nothing was created under the retired ids.
+	if list, err := c.ListProjects(h.admin, &configv1.ListProjectsRequest{Parent: "orgs/acme"}); err != nil || len(list.GetProjects()) != 0 {
+		t.Errorf("ListProjects = %v, %v; want no projects", list, err)
+	}
+	if _, err := c.GetOrganization(h.admin, &configv1.GetOrganizationRequest{Name: "orgs/beta"}); status.Code(err) != codes.NotFound {
+		t.Errorf("GetOrganization(orgs/beta) = %v, want NotFound", err)
 	}
 }
 

@@ -31,6 +31,7 @@ func scanOrg(row pgx.CollectableRow) (orgRow, error) {
 func (r orgRow) rowID() uuid.UUID { return r.id }
 
 // CreateOrganization inserts o, or returns what requestID created before.
+// The name of a deleted organization is refused (config.Retired).
 func (s *Store) CreateOrganization(ctx context.Context, o config.Organization, requestID string, a config.AuditRecord) (config.Organization, error) {
 	org, _ := config.ParseOrganizationName(o.Name)
 	var out orgRow
@@ -45,6 +46,18 @@ func (s *Store) CreateOrganization(ctx context.Context, o config.Organization, r
 				return replayed(r.deleted, "organization", r.Name)
 			}
 		}
+		// The write lock makes this check and the insert one step. The
+		// unique index covers tombstones too; checking first only lets the
+		// caller learn why the id is taken.
+		var retired bool
+		if err := tx.QueryRow(ctx,
+			`SELECT EXISTS (SELECT 1 FROM organizations WHERE name = $1 AND deleted_at IS NOT NULL)`,
+			org).Scan(&retired); err != nil {
+			return fmt.Errorf("look up deleted organization %s: %w", o.Name, err)
+		}
+		if retired {
+			return config.Retired("organization", o.Name)
+		}
 		id, err := newID()
 		if err != nil {
 			return err
@@ -53,7 +66,7 @@ func (s *Store) CreateOrganization(ctx context.Context, o config.Organization, r
 			INSERT INTO organizations (id, name, display_name, request_id)
 			VALUES ($1, $2, $3, $4)`,
 			id, org, o.DisplayName, nullable(requestID))
-		if uniqueViolation(err, "organizations_live_name_idx") {
+		if uniqueViolation(err, "organizations_name_idx") {
 			return fmt.Errorf("organization %s: %w", o.Name, config.ErrAlreadyExists)
 		}
 		if err != nil {

@@ -34,7 +34,8 @@ func scanProject(row pgx.CollectableRow) (projectRow, error) {
 func (r projectRow) rowID() uuid.UUID { return r.id }
 
 // CreateProject inserts p into its live organization, or returns what
-// requestID created before.
+// requestID created before. The name of a deleted project of that
+// organization is refused (config.Retired).
 func (s *Store) CreateProject(ctx context.Context, p config.Project, requestID string, a config.AuditRecord) (config.Project, error) {
 	org, project, _ := config.ParseProjectName(p.Name)
 	var out projectRow
@@ -56,6 +57,17 @@ func (s *Store) CreateProject(ctx context.Context, p config.Project, requestID s
 		if err != nil {
 			return err
 		}
+		// As for organizations: the unique index covers tombstones, and
+		// this check, under the write lock, only tells the caller why.
+		var retired bool
+		if err := tx.QueryRow(ctx,
+			`SELECT EXISTS (SELECT 1 FROM projects WHERE organization_id = $1 AND name = $2 AND deleted_at IS NOT NULL)`,
+			parent.id, project).Scan(&retired); err != nil {
+			return fmt.Errorf("look up deleted project %s: %w", p.Name, err)
+		}
+		if retired {
+			return config.Retired("project", p.Name)
+		}
 		id, err := newID()
 		if err != nil {
 			return err
@@ -64,7 +76,7 @@ func (s *Store) CreateProject(ctx context.Context, p config.Project, requestID s
 			INSERT INTO projects (id, organization_id, name, display_name, request_id)
 			VALUES ($1, $2, $3, $4, $5)`,
 			id, parent.id, project, p.DisplayName, nullable(requestID))
-		if uniqueViolation(err, "projects_live_name_idx") {
+		if uniqueViolation(err, "projects_name_idx") {
 			return fmt.Errorf("project %s: %w", p.Name, config.ErrAlreadyExists)
 		}
 		if err != nil {

@@ -3,12 +3,15 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
@@ -156,8 +159,82 @@ func TestCRUDAndVersions(t *testing.T) {
 		t.Errorf("%d provider rows keep a sealed credential after deletion", sealedLeft)
 	}
 
-	// A deleted id can be used again.
-	must[config.Organization](t)(s.CreateOrganization(ctx, config.Organization{Name: "orgs/acme"}, "", audit("CreateOrganization")))
+	// A deleted organization's id is never used again (TestRetiredIDs).
+	if _, err := s.CreateOrganization(ctx, config.Organization{Name: "orgs/acme"}, "", audit("CreateOrganization")); !errors.Is(err, config.ErrAlreadyExists) {
+		t.Errorf("CreateOrganization of a deleted id = %v, want ErrAlreadyExists", err)
+	}
+}
+
+// Organization and project ids are never used again, because other
+// services key their state by them; provider and route ids are config's
+// own and may be.
+func TestRetiredIDs(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+	seed(t, s)
+	must[config.Organization](t)(s.CreateOrganization(ctx, config.Organization{Name: "orgs/beta"}, "", audit("CreateOrganization")))
+	must[config.Project](t)(s.CreateProject(ctx, config.Project{Name: "orgs/beta/projects/api"}, "", audit("CreateProject")))
+	for _, del := range []func() error{
+		func() error { return s.DeleteRoute(ctx, "orgs/acme/projects/web/routes/gpt", audit("DeleteRoute")) },
+		func() error { return s.DeleteProvider(ctx, "orgs/acme/providers/openai", audit("DeleteProvider")) },
+		func() error { return s.DeleteProject(ctx, "orgs/acme/projects/web", audit("DeleteProject")) },
+		func() error { return s.DeleteProject(ctx, "orgs/beta/projects/api", audit("DeleteProject")) },
+		func() error { return s.DeleteOrganization(ctx, "orgs/beta", audit("DeleteOrganization")) },
+	} {
+		if err := del(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := outboxCount(t, pool)
+
+	tests := []struct {
+		name string
+		call func() error
+		want string // the whole message; "" for success
+	}{
+		{"deleted organization", func() error {
+			_, err := s.CreateOrganization(ctx, config.Organization{Name: "orgs/beta"}, "", audit("CreateOrganization"))
+			return err
+		}, "organization orgs/beta: already exists: the id belonged to a deleted organization, and organization ids are never reused; choose another id"},
+		{"deleted project", func() error {
+			_, err := s.CreateProject(ctx, config.Project{Name: "orgs/acme/projects/web"}, "", audit("CreateProject"))
+			return err
+		}, "project orgs/acme/projects/web: already exists: the id belonged to a deleted project, and project ids are never reused; choose another id"},
+		{"deleted project with a fresh request id", func() error {
+			_, err := s.CreateProject(ctx, config.Project{Name: "orgs/acme/projects/web"}, "0190b0a4-7c2e-7000-8000-0000000000f1", audit("CreateProject"))
+			return err
+		}, "project orgs/acme/projects/web: already exists: the id belonged to a deleted project, and project ids are never reused; choose another id"},
+		{"project in a deleted organization", func() error {
+			_, err := s.CreateProject(ctx, config.Project{Name: "orgs/beta/projects/api"}, "", audit("CreateProject"))
+			return err
+		}, "organization orgs/beta: not found"},
+	}
+	for _, tt := range tests {
+		err := tt.call()
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if n := outboxCount(t, pool); n != before {
+		t.Errorf("refused creates wrote %d outbox rows, want 0", n-before)
+	}
+
+	// A retired project id is retired in its organization only, and
+	// provider and route ids may be used again.
+	must[config.Project](t)(s.CreateProject(ctx, config.Project{Name: "orgs/acme/projects/api"}, "", audit("CreateProject")))
+	must[config.Provider](t)(s.CreateProvider(ctx, config.Provider{Name: "orgs/acme/providers/openai", Type: config.ProviderOpenAICompatible, BaseURL: "http://localhost"}, "", audit("CreateProvider")))
+	must[config.Route](t)(s.CreateRoute(ctx, config.Route{Name: "orgs/acme/projects/api/routes/gpt", Model: "gpt", Provider: "orgs/acme/providers/openai", UpstreamModel: "u"}, "", audit("CreateRoute")))
+	if err := s.DeleteRoute(ctx, "orgs/acme/projects/api/routes/gpt", audit("DeleteRoute")); err != nil {
+		t.Fatal(err)
+	}
+	must[config.Route](t)(s.CreateRoute(ctx, config.Route{Name: "orgs/acme/projects/api/routes/gpt", Model: "gpt", Provider: "orgs/acme/providers/openai", UpstreamModel: "u"}, "", audit("CreateRoute")))
+
+	// A live duplicate is a plain conflict, without the deletion story.
+	_, err := s.CreateProject(ctx, config.Project{Name: "orgs/acme/projects/api"}, "", audit("CreateProject"))
+	if want := "project orgs/acme/projects/api: already exists"; err == nil || err.Error() != want {
+		t.Errorf("duplicate live project: got %v, want %q", err, want)
+	}
 }
 
 func TestAuditEventInTransaction(t *testing.T) {
@@ -462,5 +539,91 @@ func TestMigrationsRoundTrip(t *testing.T) {
 	}
 	if err := pg.Migrate(ctx, pool, sets...); err != nil {
 		t.Fatalf("migrate up again: %v", err)
+	}
+}
+
+// migrationsBefore returns the config migrations older than version (a
+// file name prefix such as "00003"): the schema an older release left.
+func migrationsBefore(t *testing.T, version string) pg.Migrations {
+	t.Helper()
+	names, err := fs.Glob(postgres.Migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{}
+	for _, n := range names {
+		if n >= version {
+			continue
+		}
+		b, err := fs.ReadFile(postgres.Migrations.FS, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old[n] = &fstest.MapFile{Data: b}
+	}
+	return pg.Migrations{Name: postgres.Migrations.Name, FS: old}
+}
+
+// Migration 00003 makes organization and project ids unique over deleted
+// rows too. A database where an id was already used again cannot take
+// that; the migration must say so by name and change nothing, rather than
+// fail on an index build.
+func TestMigrationRetiresDeletedIDs(t *testing.T) {
+	t.Parallel()
+	const (
+		acme = "'0190b0a4-7c2e-7000-8000-00000000000a'"
+		beta = "'0190b0a4-7c2e-7000-8000-00000000000b'"
+	)
+	tests := []struct {
+		name string
+		seed string
+		want string // in the migration error; "" for success
+	}{
+		{"organization id used again",
+			`INSERT INTO organizations (id, name, deleted_at) VALUES (gen_random_uuid(), 'acme', now()), (` + acme + `, 'acme', NULL);
+			 INSERT INTO organizations (id, name, deleted_at) VALUES (gen_random_uuid(), 'beta', now()), (gen_random_uuid(), 'beta', now());`,
+			"organization ids were used again after a deletion: orgs/acme, orgs/beta"},
+		{"project id used again",
+			`INSERT INTO organizations (id, name) VALUES (` + acme + `, 'acme');
+			 INSERT INTO projects (id, organization_id, name, deleted_at)
+			 VALUES (gen_random_uuid(), ` + acme + `, 'web', now()), (gen_random_uuid(), ` + acme + `, 'web', NULL),
+			        (gen_random_uuid(), ` + acme + `, 'api', NULL);`,
+			"project ids were used again after a deletion: orgs/acme/projects/web"},
+		{"deleted ids not used again",
+			`INSERT INTO organizations (id, name, deleted_at) VALUES (gen_random_uuid(), 'acme', now()), (` + beta + `, 'beta', NULL);
+			 INSERT INTO projects (id, organization_id, name, deleted_at) VALUES (gen_random_uuid(), ` + beta + `, 'web', now());`,
+			""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			old := migrationsBefore(t, "00003")
+			pool, _ := pgtest.NewDatabase(t, events.Migrations, old)
+			if _, err := pool.Exec(ctx, tt.seed); err != nil {
+				t.Fatalf("seed the old schema: %v", err)
+			}
+			err := pg.Migrate(ctx, pool, events.Migrations, postgres.Migrations)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("migrate: %v", err)
+				}
+				s := postgres.NewStore(pool, nil)
+				if _, err := s.CreateOrganization(ctx, config.Organization{Name: "orgs/acme"}, "", audit("CreateOrganization")); !errors.Is(err, config.ErrAlreadyExists) {
+					t.Errorf("CreateOrganization of a deleted id after the migration = %v, want ErrAlreadyExists", err)
+				}
+				if _, err := s.CreateProject(ctx, config.Project{Name: "orgs/beta/projects/web"}, "", audit("CreateProject")); !errors.Is(err, config.ErrAlreadyExists) {
+					t.Errorf("CreateProject of a deleted id after the migration = %v, want ErrAlreadyExists", err)
+				}
+				return
+			}
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || !strings.Contains(pe.Message, tt.want) || pe.Hint == "" {
+				t.Fatalf("migrate = %v, want a PostgreSQL error saying %q, with a hint", err, tt.want)
+			}
+			if err := pg.CheckMigrated(ctx, pool, postgres.Migrations); !errors.Is(err, pg.ErrSchemaBehind) {
+				t.Errorf("schema after the refused migration: %v, want it left behind (ErrSchemaBehind)", err)
+			}
+		})
 	}
 }
