@@ -51,7 +51,7 @@ func Server(t testing.TB) (url, adminUser, adminPassword string) {
 // other names that tests running in parallel must not share.
 func RandomName(prefix string) string {
 	b := make([]byte, 4)
-	_, _ = rand.Read(b)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it aborts the program instead)
 	return prefix + hex.EncodeToString(b)
 }
 

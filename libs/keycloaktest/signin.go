@@ -96,7 +96,7 @@ func SignIn(ctx context.Context, issuer, clientID, redirectURI, username, passwo
 
 func random() string {
 	b := make([]byte, 32)
-	_, _ = rand.Read(b)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it aborts the program instead)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 

@@ -46,7 +46,9 @@ type platform struct {
 	kc     *gocloak.GoCloak
 	kcUser string
 	kcPass string
-	log    *servetest.SyncBuffer
+	// adminPassword is the realm's first platform admin's.
+	adminPassword string
+	log           *servetest.SyncBuffer
 }
 
 // startWithKeycloak runs identity with MOAT_KEYCLOAK_URL and its OIDC
@@ -80,12 +82,13 @@ func startWithKeycloak(t *testing.T) *platform {
 		"MOAT_ADMIN_PASSWORD":           "a-test-password-" + hex.EncodeToString(pw),
 		"MOAT_OIDC_ISSUER":              kcURL + "/realms/" + realm,
 	}
-	pf := &platform{pool: pool, kcURL: kcURL, realm: realm, kc: gocloak.NewClient(kcURL), kcUser: kcUser, kcPass: kcPass}
+	pf := &platform{pool: pool, kcURL: kcURL, realm: realm, kc: gocloak.NewClient(kcURL), kcUser: kcUser, kcPass: kcPass,
+		adminPassword: e["MOAT_ADMIN_PASSWORD"]}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if jwt, err := pf.kc.LoginAdmin(ctx, kcUser, kcPass, "master"); err == nil {
-			_ = pf.kc.DeleteRealm(ctx, jwt.AccessToken, realm)
+			_ = pf.kc.DeleteRealm(ctx, jwt.AccessToken, realm) // best effort: a left-over test realm harms nothing
 		}
 	})
 	p := servetest.Start(t, app.Run, e)
@@ -95,7 +98,7 @@ func startWithKeycloak(t *testing.T) *platform {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
+	t.Cleanup(func() { _ = conn.Close() }) // closing a client at the end of a test cannot lose anything
 	pf.client = identityv1.NewIdentityServiceClient(conn)
 	key, err := os.ReadFile(keyFile)
 	if err != nil {

@@ -360,12 +360,13 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, authn.DeniedMessage)
 	case errors.Is(err, identity.ErrNotOwner):
 		return status.Error(codes.PermissionDenied, identity.ErrNotOwner.Error())
-	case errors.Is(err, identity.ErrNotFound), errors.Is(err, identity.ErrMemberNotFound), errors.Is(err, identity.ErrIdPNotFound),
-		errors.Is(err, identity.ErrServiceAccountNotFound), errors.Is(err, identity.ErrAgentNotFound):
-		return status.Error(codes.NotFound, notFoundMessage(err))
-	case errors.Is(err, identity.ErrMemberExists), errors.Is(err, identity.ErrIdPExists), errors.Is(err, identity.ErrDomainTaken),
-		errors.Is(err, identity.ErrServiceAccountExists), errors.Is(err, identity.ErrAgentExists):
-		return status.Error(codes.AlreadyExists, existsMessage(err))
+	case kindOf(err, notFound) != nil:
+		return status.Error(codes.NotFound, kindOf(err, notFound).Error())
+	case errors.Is(err, identity.ErrDomainTaken):
+		// The domain is the caller's own input: naming it helps.
+		return status.Error(codes.AlreadyExists, messageFrom(err, identity.ErrDomainTaken))
+	case kindOf(err, exists) != nil:
+		return status.Error(codes.AlreadyExists, kindOf(err, exists).Error())
 	case errors.Is(err, identity.ErrOwnMembership):
 		return status.Error(codes.FailedPrecondition, identity.ErrOwnMembership.Error())
 	case errors.Is(err, identity.ErrOwnerNotMember):
@@ -379,11 +380,11 @@ func toStatus(err error) error {
 	case errors.Is(err, identity.ErrNoBroker):
 		return status.Error(codes.FailedPrecondition, identity.ErrNoBroker.Error())
 	case errors.Is(err, identity.ErrInvalidIdP):
-		return status.Error(codes.InvalidArgument, brokerMessage(err, identity.ErrInvalidIdP))
+		return status.Error(codes.InvalidArgument, messageFrom(err, identity.ErrInvalidIdP))
 	case errors.Is(err, identity.ErrBroker):
 		// Keycloak is down or failed: nothing was changed, and a retry
 		// may work. Its message never carries the client secret.
-		return status.Error(codes.Unavailable, brokerMessage(err, identity.ErrBroker))
+		return status.Error(codes.Unavailable, messageFrom(err, identity.ErrBroker))
 	case errors.Is(err, identity.ErrNotActive):
 		return status.Error(codes.FailedPrecondition, identity.ErrNotActive.Error())
 	case errors.Is(err, identity.ErrRequestIDReused):

@@ -321,35 +321,28 @@ func (s *Server) toIdP(p identity.Provider) *identityv1.IdentityProvider {
 	return out
 }
 
-// notFoundMessage names what was not found without echoing the request.
-func notFoundMessage(err error) string {
-	for _, e := range []error{identity.ErrMemberNotFound, identity.ErrIdPNotFound, identity.ErrServiceAccountNotFound, identity.ErrAgentNotFound} {
-		if errors.Is(err, e) {
-			return e.Error()
+// The domain's not-found and already-exists errors: their messages name
+// the kind of resource and nothing of the request.
+var (
+	notFound = []error{identity.ErrMemberNotFound, identity.ErrIdPNotFound, identity.ErrServiceAccountNotFound,
+		identity.ErrAgentNotFound, identity.ErrNotFound}
+	exists = []error{identity.ErrMemberExists, identity.ErrIdPExists, identity.ErrServiceAccountExists, identity.ErrAgentExists}
+)
+
+// kindOf returns the first of kinds that err is, or nil.
+func kindOf(err error, kinds []error) error {
+	for _, k := range kinds {
+		if errors.Is(err, k) {
+			return k
 		}
 	}
-	return identity.ErrNotFound.Error()
+	return nil
 }
 
-func existsMessage(err error) string {
-	switch {
-	case errors.Is(err, identity.ErrMemberExists):
-		return identity.ErrMemberExists.Error()
-	case errors.Is(err, identity.ErrIdPExists):
-		return identity.ErrIdPExists.Error()
-	case errors.Is(err, identity.ErrServiceAccountExists):
-		return identity.ErrServiceAccountExists.Error()
-	case errors.Is(err, identity.ErrAgentExists):
-		return identity.ErrAgentExists.Error()
-	default:
-		// The domain is the caller's own input: naming it helps.
-		return err.Error()[strings.Index(err.Error(), identity.ErrDomainTaken.Error()):]
-	}
-}
-
-// brokerMessage is err's text from kind on: Keycloak's own words help the
-// admin, and never carry the client secret (see keycloak.Admin).
-func brokerMessage(err, kind error) string {
+// messageFrom is err's text from kind's on, without the wrapping context:
+// the rest is the caller's own input or Keycloak's words, which help the
+// admin and never carry the client secret (see keycloak.Admin).
+func messageFrom(err, kind error) string {
 	msg := err.Error()
 	if i := strings.Index(msg, kind.Error()); i >= 0 {
 		msg = msg[i:]

@@ -116,7 +116,7 @@ func TestWatchIndexMissesNoKeyChange(t *testing.T) {
 	}
 	rec := &recorder{removed: map[string]bool{}, rounds: make(chan struct{}, 1)}
 	wake := make(chan struct{})
-	go func() { _ = svc.WatchIndex(ctx, wake, time.Hour, rec) }()
+	go func() { _ = svc.WatchIndex(ctx, wake, time.Hour, rec) }() // ends with ctx; the recorder is what the test checks
 	<-rec.rounds
 	store.mu.Lock()
 	store.hook = func() {

@@ -356,14 +356,3 @@ func parseKeyName(name string) (project, id string, err error) {
 	}
 	return project, id, nil
 }
-
-// OrganizationOf returns orgs/{org} when name lies in an organization, and
-// "" otherwise. It is for audit records, which must be written even for
-// malformed names.
-func OrganizationOf(name string) string {
-	parts := strings.SplitN(name, "/", 3)
-	if len(parts) >= 2 && parts[0] == "orgs" && idPattern.MatchString(parts[1]) {
-		return "orgs/" + parts[1]
-	}
-	return ""
-}

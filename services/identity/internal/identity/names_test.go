@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/moat-ai/moat/libs/authn"
 )
 
 func TestParseProject(t *testing.T) {
@@ -67,7 +69,7 @@ func TestOrganizationOf(t *testing.T) {
 		"keys/x":                        "",
 		"":                              "",
 	} {
-		if got := OrganizationOf(name); got != want {
+		if got := authn.OrganizationOf(name); got != want {
 			t.Errorf("OrganizationOf(%q) = %q, want %q", name, got, want)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/pagetoken"
 )
 
@@ -324,7 +325,7 @@ func (s *Service) UpdateServiceAccount(ctx context.Context, call Call, name stri
 		return ServiceAccount{}, err
 	}
 	now := s.clock()
-	org := OrganizationOf(project)
+	org := authn.OrganizationOf(project)
 	a, err := s.store.UpdateServiceAccount(ctx, project, id, func(cur *ServiceAccount) error {
 		next := *cur
 		for _, f := range mask {
@@ -359,7 +360,7 @@ func (s *Service) DeleteServiceAccount(ctx context.Context, call Call, name stri
 		return 0, invalid("name", err.Error())
 	}
 	now := s.clock()
-	n, err := s.store.DeleteServiceAccount(ctx, project, id, now, allowedOn(call, OrganizationOf(project), name, now))
+	n, err := s.store.DeleteServiceAccount(ctx, project, id, now, allowedOn(call, authn.OrganizationOf(project), name, now))
 	if err != nil {
 		return 0, fmt.Errorf("delete %s: %w", name, err)
 	}
@@ -454,7 +455,7 @@ func (s *Service) UpdateAgent(ctx context.Context, call Call, name string, in Ag
 			*cur = next
 		}
 		return nil
-	}, allowedOn(call, OrganizationOf(project), name, now))
+	}, allowedOn(call, authn.OrganizationOf(project), name, now))
 	if err != nil {
 		return Agent{}, fmt.Errorf("update %s: %w", name, err)
 	}
@@ -470,7 +471,7 @@ func (s *Service) DeleteAgent(ctx context.Context, call Call, name string) (int,
 		return 0, invalid("name", err.Error())
 	}
 	now := s.clock()
-	n, err := s.store.DeleteAgent(ctx, project, id, now, allowedOn(call, OrganizationOf(project), name, now))
+	n, err := s.store.DeleteAgent(ctx, project, id, now, allowedOn(call, authn.OrganizationOf(project), name, now))
 	if err != nil {
 		return 0, fmt.Errorf("delete %s: %w", name, err)
 	}

@@ -390,7 +390,7 @@ func (s *Service) RecordRefusal(ctx context.Context, call Call, target string, o
 	}
 	err := s.store.RecordAudit(ctx, AuditRecord{
 		Call:         call,
-		Organization: OrganizationOf(target),
+		Organization: authn.OrganizationOf(target),
 		Target:       target,
 		Outcome:      outcome,
 		Status:       status,

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/events"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/libs/pg/pgtest"
@@ -45,7 +46,7 @@ func newKey(t *testing.T, project string, created time.Time) identity.Key {
 	if project == "" {
 		k.Role = identity.RolePlatformAdmin
 	} else {
-		k.Organization = identity.OrganizationOf(project)
+		k.Organization = authn.OrganizationOf(project)
 	}
 	return k
 }

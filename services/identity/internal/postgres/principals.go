@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/pg"
 	"github.com/moat-ai/moat/services/identity/internal/identity"
 )
@@ -44,7 +45,7 @@ func (s *Store) CreateServiceAccount(ctx context.Context, a identity.ServiceAcco
 	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO service_accounts (organization, project, id, display_name, description, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $6)`,
-			identity.OrganizationOf(a.Project), a.Project, a.ID, a.DisplayName, a.Description, a.CreateTime)
+			authn.OrganizationOf(a.Project), a.Project, a.ID, a.DisplayName, a.Description, a.CreateTime)
 		if uniqueViolation(err) {
 			return identity.ErrServiceAccountExists
 		}
@@ -114,7 +115,7 @@ func (s *Store) DeleteServiceAccount(ctx context.Context, project, id string, no
 
 // CreateAgent implements identity.Store.
 func (s *Store) CreateAgent(ctx context.Context, a identity.Agent, audit identity.AuditRecord) error {
-	org := identity.OrganizationOf(a.Project)
+	org := authn.OrganizationOf(a.Project)
 	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := holdMemberships(ctx, tx, org, a.Users()); err != nil {
 			return err
@@ -169,7 +170,7 @@ func (s *Store) UpdateAgent(ctx context.Context, project, id string, fn func(*id
 		if err := fn(&a); err != nil {
 			return err
 		}
-		if err := holdMemberships(ctx, tx, identity.OrganizationOf(project), a.Users()); err != nil {
+		if err := holdMemberships(ctx, tx, authn.OrganizationOf(project), a.Users()); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE agents
@@ -214,7 +215,7 @@ func (s *Store) deletePrincipal(ctx context.Context, del, project, id, name stri
 		// Each revoked key draws its own version, as the index needs.
 		tag, err = tx.Exec(ctx, `UPDATE api_keys
 			SET revoked_at = $3, version = nextval('api_keys_version_seq')
-			WHERE organization = $1 AND owner = $2 AND revoked_at IS NULL`, identity.OrganizationOf(project), name, now)
+			WHERE organization = $1 AND owner = $2 AND revoked_at IS NULL`, authn.OrganizationOf(project), name, now)
 		if err != nil {
 			return fmt.Errorf("revoke the keys of %s: %w", name, err)
 		}
