@@ -22,7 +22,8 @@ import (
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/gateway/internal/apiproxy"
-	"github.com/moat-ai/moat/services/gateway/internal/openai"
+	"github.com/moat-ai/moat/services/gateway/internal/gateway"
+	"github.com/moat-ai/moat/services/gateway/internal/httpapi"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 	"github.com/moat-ai/moat/services/gateway/internal/usage"
 )
@@ -125,7 +126,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	transport := openai.NewTransport(openai.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout}, allow)
+	transport := gateway.NewTransport(gateway.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout}, allow)
 	defer transport.CloseIdleConnections()
 
 	srv, err := serve.NewServers(log, tel, cfg.Serve,
@@ -135,14 +136,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	openai.New(openai.Options{
+	httpapi.New(gateway.New(gateway.Options{
 		Keys:        keys,
 		Routes:      store,
 		Usage:       publisher,
+		Renderer:    httpapi.Render{},
 		Transport:   transport,
 		IdleTimeout: cfg.Upstream.IdleTimeout,
 		Log:         log,
-	}).Mount(srv.Mux)
+	})).Mount(srv.Mux)
 	srv.Mux.Handle("/api/", admin)
 
 	// The publisher outlives the servers: requests that finish while the

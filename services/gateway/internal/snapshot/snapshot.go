@@ -8,9 +8,7 @@ package snapshot
 
 import (
 	"cmp"
-	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,37 +18,8 @@ import (
 
 	"github.com/moat-ai/moat/libs/secretbox"
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/provider"
 )
-
-// Provider is a model provider as the gateway calls it. It never prints
-// its credential: the Authorization value is only reachable through a
-// method, and LogValue leaves it out.
-type Provider struct {
-	// Name is orgs/{org}/providers/{provider}.
-	Name string
-	// BaseURL is the API base, without a trailing slash.
-	BaseURL string
-	// ChatURL is {BaseURL}/chat/completions, computed once.
-	ChatURL string
-	// Unusable says why requests cannot go to this provider (an
-	// unsupported type, a bad URL, a credential that does not open); empty
-	// when it is usable. It holds no secret.
-	Unusable string
-
-	authorization string // "Bearer <credential>", or empty without one
-}
-
-// Authorization is the value of the Authorization header to send to the
-// provider, empty when it has no credential.
-func (p *Provider) Authorization() string { return p.authorization }
-
-// LogValue keeps the credential out of logs.
-func (p *Provider) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("name", p.Name), slog.Bool("has_credential", p.authorization != ""))
-}
-
-// String keeps the credential out of %v.
-func (p *Provider) String() string { return p.Name }
 
 // Route is a logical model of a project, resolved to its provider.
 type Route struct {
@@ -67,7 +36,7 @@ type Route struct {
 	// Created is when the route was created (Unix seconds), for /v1/models.
 	Created int64
 	// Provider is where requests go.
-	Provider *Provider
+	Provider *provider.Provider
 }
 
 type routeKey struct{ project, model string }
@@ -78,7 +47,7 @@ type Snapshot struct {
 	version   int64
 	orgs      map[string]struct{}
 	projects  map[string]struct{}
-	providers map[string]*Provider
+	providers map[string]*provider.Provider
 	routes    map[string]*configv1.Route
 	byModel   map[routeKey]*Route
 	byProject map[string][]*Route // sorted by model
@@ -88,7 +57,7 @@ func emptySnapshot() *Snapshot {
 	return &Snapshot{
 		orgs:      map[string]struct{}{},
 		projects:  map[string]struct{}{},
-		providers: map[string]*Provider{},
+		providers: map[string]*provider.Provider{},
 		routes:    map[string]*configv1.Route{},
 		byModel:   map[routeKey]*Route{},
 		byProject: map[string][]*Route{},
@@ -296,27 +265,35 @@ func (s *Store) put(next *Snapshot, r *configv1.ConfigResource) {
 // provider builds a Provider, opening its credential. A provider that
 // cannot be used is kept, marked Unusable, so that its routes answer with
 // a clear upstream error instead of vanishing.
-func (s *Store) provider(gp *configv1.GatewayProvider) *Provider {
+func (s *Store) provider(gp *configv1.GatewayProvider) *provider.Provider {
 	pp := gp.GetProvider()
-	p := &Provider{Name: pp.GetName(), BaseURL: strings.TrimRight(pp.GetBaseUrl(), "/")}
-	p.ChatURL = p.BaseURL + "/chat/completions"
-	if pp.GetType() != configv1.Provider_TYPE_OPENAI_COMPATIBLE {
-		p.Unusable = fmt.Sprintf("provider type %s is not supported", pp.GetType())
-	} else if u, err := url.Parse(p.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.Unusable = "base URL is not an absolute http(s) URL"
-	}
-	if c := gp.GetCredential(); c != nil && len(c.GetCiphertext()) > 0 {
-		pt, err := s.keyring.Open(secretbox.Sealed{KEKID: c.GetKekId(), WrappedKey: c.GetWrappedKey(), Ciphertext: c.GetCiphertext()}, []byte(p.Name))
+	c := provider.Config{Name: pp.GetName(), Kind: kindOf(pp.GetType()), BaseURL: pp.GetBaseUrl()}
+	var p *provider.Provider
+	if sealed := gp.GetCredential(); sealed != nil && len(sealed.GetCiphertext()) > 0 {
+		pt, err := s.keyring.Open(secretbox.Sealed{KEKID: sealed.GetKekId(), WrappedKey: sealed.GetWrappedKey(), Ciphertext: sealed.GetCiphertext()}, []byte(c.Name))
 		if err != nil {
-			p.Unusable = "credential does not open with the gateway's key-encryption keys"
-		} else {
-			p.authorization = "Bearer " + string(pt)
+			p = provider.Unusable(c.Name, c.Kind, "credential does not open with the gateway's key-encryption keys")
 		}
+		c.Credential = pt
+	}
+	if p == nil {
+		p = provider.New(c)
 	}
 	if p.Unusable != "" {
 		s.log.Error("provider unusable; its routes answer 502", "provider", p.Name, "reason", p.Unusable, "kek_id", gp.GetCredential().GetKekId())
 	}
 	return p
+}
+
+// kindOf maps config's provider type to the adapter kind; an unknown type
+// becomes KindUnknown, whose provider is unusable.
+func kindOf(t configv1.Provider_Type) provider.Kind {
+	switch t {
+	case configv1.Provider_TYPE_OPENAI_COMPATIBLE:
+		return provider.OpenAICompatible
+	default:
+		return provider.KindUnknown
+	}
 }
 
 // Freshness tracks whether a followed stream is connected, and since when

@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"log/slog"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/moat-ai/moat/libs/secretbox"
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/provider"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
+	"github.com/moat-ai/moat/services/gateway/internal/wire"
 )
 
 const credential = "sk-provider-secret-for-tests"
@@ -72,7 +75,16 @@ func resolve(s *snapshot.Snapshot, project, model string) *resolved {
 	if !ok {
 		return nil
 	}
-	return &resolved{r.Name, r.Provider.Name, r.Provider.ChatURL, r.Provider.Authorization(), r.Provider.Unusable, string(r.UpstreamModelJSON)}
+	got := &resolved{Route: r.Name, Provider: r.Provider.Name, Unusable: r.Provider.Unusable, UpstreamJSON: string(r.UpstreamModelJSON)}
+	if r.Provider.Unusable == "" {
+		// What the adapter sends is the provider's URL and credential.
+		req, err := r.Provider.NewRequest(context.Background(), provider.Call{API: wire.OpenAIChat, Body: []byte("{}")})
+		if err != nil {
+			panic(err) // a usable provider always builds its request
+		}
+		got.ChatURL, got.Authorization = req.URL.String(), req.Header.Get("Authorization")
+	}
+	return got
 }
 
 func TestReplace(t *testing.T) {
@@ -112,9 +124,9 @@ func TestReplace(t *testing.T) {
 	want := map[string]*resolved{
 		"good":    {"orgs/a/projects/p/routes/r1", "orgs/a/providers/good", "http://127.0.0.1:9/v1/chat/completions", "Bearer " + credential, "", `"up-good"`},
 		"keyless": {"orgs/a/projects/p/routes/r2", "orgs/a/providers/keyless", "http://127.0.0.1:9/v1/chat/completions", "", "", `"up-keyless"`},
-		"moved": {"orgs/a/projects/p/routes/r3", "orgs/a/providers/moved", "http://127.0.0.1:9/v1/chat/completions", "",
+		"moved": {"orgs/a/projects/p/routes/r3", "orgs/a/providers/moved", "", "",
 			"credential does not open with the gateway's key-encryption keys", `"up-moved"`},
-		"relative": {"orgs/a/projects/p/routes/r4", "orgs/a/providers/relative", "/v1/chat/completions", "Bearer " + credential,
+		"relative": {"orgs/a/projects/p/routes/r4", "orgs/a/providers/relative", "", "",
 			"base URL is not an absolute http(s) URL", `"up-relative"`},
 		"theirs": nil, "ghost": nil, "orphan": nil,
 	}

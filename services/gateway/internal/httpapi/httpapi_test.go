@@ -1,4 +1,4 @@
-package openai_test
+package httpapi_test
 
 import (
 	"bufio"
@@ -34,7 +34,8 @@ import (
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
 	gatewayv1 "github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
-	"github.com/moat-ai/moat/services/gateway/internal/openai"
+	"github.com/moat-ai/moat/services/gateway/internal/gateway"
+	"github.com/moat-ai/moat/services/gateway/internal/httpapi"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 	"github.com/moat-ai/moat/services/gateway/internal/usage"
 )
@@ -242,10 +243,10 @@ func newFixture(t *testing.T, o options) *fixture {
 	if !o.strictEgress {
 		allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	}
-	transport := openai.NewTransport(openai.Timeouts{Dial: 2 * time.Second, Header: o.header}, allow)
+	transport := gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: o.header}, allow)
 	t.Cleanup(transport.CloseIdleConnections)
 	mux := http.NewServeMux()
-	openai.New(openai.Options{Keys: keys, Routes: store, Usage: pub, Transport: transport, IdleTimeout: o.idle, Log: log}).Mount(mux)
+	httpapi.New(gateway.New(gateway.Options{Keys: keys, Routes: store, Usage: pub, Renderer: httpapi.Render{}, Transport: transport, IdleTimeout: o.idle, Log: log})).Mount(mux)
 	gw := httptest.NewServer(mux)
 	t.Cleanup(gw.Close)
 	f.url = gw.URL
@@ -386,7 +387,7 @@ func TestRefusals(t *testing.T) {
 		wantType   string
 		wantCode   string
 	}{
-		{"too large", "", f.projectKey, `{"model":"demo-model","messages":[],"x":"` + strings.Repeat("a", openai.MaxRequestBody) + `"}`,
+		{"too large", "", f.projectKey, `{"model":"demo-model","messages":[],"x":"` + strings.Repeat("a", httpapi.MaxRequestBody) + `"}`,
 			http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large"},
 		{"malformed JSON", "", f.projectKey, `{"model":"demo-model",`, http.StatusBadRequest, "invalid_request_error", "invalid_json"},
 		{"missing model", "", f.projectKey, `{"messages":[]}`, http.StatusBadRequest, "invalid_request_error", "missing_model"},
@@ -606,14 +607,19 @@ func TestStreamChunkByChunkAndDisconnect(t *testing.T) {
 	}
 }
 
-// A provider that goes silent mid-stream is cut off after the idle timeout.
+// A provider that goes silent mid-stream is cut off after the idle
+// timeout, and the stream ends with a terminal error in OpenAI's shape.
 func TestStreamIdleTimeout(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, options{idle: 200 * time.Millisecond})
 	r := f.post(t, f.projectKey, `{"model":"stalling-model","stream":true,"messages":[]}`, nil)
 	events := sse(t, r.body)
-	if r.status != http.StatusOK || len(events) != 1 {
-		t.Fatalf("got %d %q, want 200 with the one chunk sent before the silence", r.status, events)
+	if r.status != http.StatusOK || len(events) != 2 {
+		t.Fatalf("got %d %q, want 200 with the one chunk sent before the silence and an error", r.status, events)
+	}
+	var last openAIError
+	if err := json.Unmarshal([]byte(events[1]), &last); err != nil || last.Error.Code != "upstream_timeout" || last.Error.Type != "api_error" {
+		t.Errorf("last event = %s (%v), want an OpenAI error with code upstream_timeout", events[1], err)
 	}
 	eventually(t, 5*time.Second, "the silent provider call is canceled", func() bool { return f.stalling.Canceled() == 1 })
 	if !strings.Contains(f.logs.String(), "provider stream went silent") {
@@ -637,7 +643,7 @@ func TestUpstreamFailures(t *testing.T) {
 	}{
 		{"down-model", http.StatusBadGateway, "upstream_unavailable"},
 		{"slow-model", http.StatusGatewayTimeout, "upstream_timeout"},
-		{"badcred-model", http.StatusBadGateway, "upstream_unavailable"},
+		{"badcred-model", http.StatusBadGateway, "upstream_credential"},
 		{"broken-model", http.StatusBadGateway, "upstream_unavailable"},
 		{"limited-model", http.StatusTooManyRequests, "rate_limit_exceeded"},
 	}

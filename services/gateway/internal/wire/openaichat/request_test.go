@@ -1,14 +1,15 @@
-package openai
+package openaichat
 
 import (
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/uuid"
+
+	"github.com/moat-ai/moat/services/gateway/internal/ir"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/jsonx"
 )
 
 func TestParseChatRequest(t *testing.T) {
@@ -16,7 +17,7 @@ func TestParseChatRequest(t *testing.T) {
 	tests := []struct {
 		name       string
 		body       string
-		wantErr    *requestError
+		wantErr    error
 		wantModel  string
 		wantStream bool
 		wantClient bool // the client asked for usage itself
@@ -31,46 +32,46 @@ func TestParseChatRequest(t *testing.T) {
 		{name: "escaped key", body: `{"mod\u0065l":"m","messages":[]}`, wantModel: "m"},
 		{name: "unknown fields kept", body: `{"model":"m","messages":[],"temperature":0.2,"tools":[{"a":{"b":[1,2,{"c":null}]}}],"n":-1e-3}`, wantModel: "m"},
 
-		{name: "empty", body: ``, wantErr: errMalformed},
-		{name: "array", body: `[]`, wantErr: errMalformed},
-		{name: "truncated", body: `{"model":"m","messages":[`, wantErr: errMalformed},
-		{name: "trailing garbage", body: `{"model":"m","messages":[]}x`, wantErr: errMalformed},
-		{name: "two objects", body: `{"model":"m","messages":[]}{}`, wantErr: errMalformed},
-		{name: "bad escape", body: `{"model":"m\q","messages":[]}`, wantErr: errMalformed},
-		{name: "control character", body: "{\"model\":\"m\x01\",\"messages\":[]}", wantErr: errMalformed},
-		{name: "leading zero", body: `{"model":"m","messages":[],"n":01}`, wantErr: errMalformed},
-		{name: "trailing comma", body: `{"model":"m","messages":[],}`, wantErr: errMalformed},
-		{name: "single quotes", body: `{'model':'m'}`, wantErr: errMalformed},
-		{name: "too deep", body: `{"model":"m","messages":[],"x":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`, wantErr: errNested},
-		{name: "no model", body: `{"messages":[]}`, wantErr: errNoModel},
-		{name: "null model", body: `{"model":null,"messages":[]}`, wantErr: errNoModel},
-		{name: "empty model", body: `{"model":"","messages":[]}`, wantErr: errNoModel},
-		{name: "model not a string", body: `{"model":1,"messages":[]}`, wantErr: errModelType},
-		{name: "no messages", body: `{"model":"m"}`, wantErr: errNoMessages},
-		{name: "messages not an array", body: `{"model":"m","messages":"hi"}`, wantErr: errMessagesType},
-		{name: "messages object", body: `{"model":"m","messages":{}}`, wantErr: errMessagesType},
-		{name: "stream not a boolean", body: `{"model":"m","messages":[],"stream":"yes"}`, wantErr: errStreamType},
-		{name: "stream_options not an object", body: `{"model":"m","messages":[],"stream_options":[]}`, wantErr: errOptionsType},
-		{name: "include_usage not a boolean", body: `{"model":"m","messages":[],"stream_options":{"include_usage":1}}`, wantErr: errIncludeType},
-		{name: "duplicate model", body: `{"model":"a","messages":[],"model":"b"}`, wantErr: errDuplicateName},
-		{name: "duplicate escaped model", body: `{"model":"a","messages":[],"mod\u0065l":"b"}`, wantErr: errDuplicateName},
-		{name: "duplicate stream", body: `{"model":"a","messages":[],"stream":false,"stream":true}`, wantErr: errDuplicateName},
-		{name: "duplicate include_usage", body: `{"model":"a","messages":[],"stream_options":{"include_usage":false,"include_usage":true}}`, wantErr: errDuplicateName},
+		{name: "empty", body: ``, wantErr: ErrMalformed},
+		{name: "array", body: `[]`, wantErr: ErrMalformed},
+		{name: "truncated", body: `{"model":"m","messages":[`, wantErr: ErrMalformed},
+		{name: "trailing garbage", body: `{"model":"m","messages":[]}x`, wantErr: ErrMalformed},
+		{name: "two objects", body: `{"model":"m","messages":[]}{}`, wantErr: ErrMalformed},
+		{name: "bad escape", body: `{"model":"m\q","messages":[]}`, wantErr: ErrMalformed},
+		{name: "control character", body: "{\"model\":\"m\x01\",\"messages\":[]}", wantErr: ErrMalformed},
+		{name: "leading zero", body: `{"model":"m","messages":[],"n":01}`, wantErr: ErrMalformed},
+		{name: "trailing comma", body: `{"model":"m","messages":[],}`, wantErr: ErrMalformed},
+		{name: "single quotes", body: `{'model':'m'}`, wantErr: ErrMalformed},
+		{name: "too deep", body: `{"model":"m","messages":[],"x":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`, wantErr: ErrNested},
+		{name: "no model", body: `{"messages":[]}`, wantErr: ErrNoModel},
+		{name: "null model", body: `{"model":null,"messages":[]}`, wantErr: ErrNoModel},
+		{name: "empty model", body: `{"model":"","messages":[]}`, wantErr: ErrNoModel},
+		{name: "model not a string", body: `{"model":1,"messages":[]}`, wantErr: ErrModelType},
+		{name: "no messages", body: `{"model":"m"}`, wantErr: ErrNoMessages},
+		{name: "messages not an array", body: `{"model":"m","messages":"hi"}`, wantErr: ErrMessagesType},
+		{name: "messages object", body: `{"model":"m","messages":{}}`, wantErr: ErrMessagesType},
+		{name: "stream not a boolean", body: `{"model":"m","messages":[],"stream":"yes"}`, wantErr: ErrStreamType},
+		{name: "stream_options not an object", body: `{"model":"m","messages":[],"stream_options":[]}`, wantErr: ErrOptionsType},
+		{name: "include_usage not a boolean", body: `{"model":"m","messages":[],"stream_options":{"include_usage":1}}`, wantErr: ErrIncludeType},
+		{name: "duplicate model", body: `{"model":"a","messages":[],"model":"b"}`, wantErr: ErrDuplicateName},
+		{name: "duplicate escaped model", body: `{"model":"a","messages":[],"mod\u0065l":"b"}`, wantErr: ErrDuplicateName},
+		{name: "duplicate stream", body: `{"model":"a","messages":[],"stream":false,"stream":true}`, wantErr: ErrDuplicateName},
+		{name: "duplicate include_usage", body: `{"model":"a","messages":[],"stream_options":{"include_usage":false,"include_usage":true}}`, wantErr: ErrDuplicateName},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			req, err := parseChatRequest([]byte(tt.body))
+			req, err := ParseRequest([]byte(tt.body))
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("parseChatRequest(%q) error = %v, want %v", tt.body, err, tt.wantErr)
+					t.Fatalf("ParseRequest(%q) error = %v, want %v", tt.body, err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("parseChatRequest(%q) = %v", tt.body, err)
+				t.Fatalf("ParseRequest(%q) = %v", tt.body, err)
 			}
-			got := []any{req.model, req.stream, req.clientUsage}
+			got := []any{req.Model, req.Stream, req.ClientUsage}
 			want := []any{tt.wantModel, tt.wantStream, tt.wantClient}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("model, stream, client usage mismatch (-want +got):\n%s", diff)
@@ -130,11 +131,11 @@ func TestRewrite(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			req, err := parseChatRequest([]byte(tt.body))
+			req, err := ParseRequest([]byte(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
-			out := req.rewrite([]byte(tt.body), []byte(`"upstream"`))
+			out := req.Rewrite([]byte(tt.body), []byte(`"upstream"`))
 			var got map[string]any
 			if err := json.Unmarshal(out, &got); err != nil {
 				t.Fatalf("rewrite(%s) = %s, not JSON: %v", tt.body, out, err)
@@ -151,32 +152,34 @@ func TestReadUsage(t *testing.T) {
 	tests := []struct {
 		name      string
 		in        string
-		want      usage
+		want      ir.Usage
 		wantEmpty bool
 	}{
-		{"completion", `{"id":"x","choices":[{"index":0}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`, usage{12, 3, true}, false},
-		{"usage chunk", `{"choices":[ ],"usage":{"completion_tokens":7,"prompt_tokens":2}}`, usage{2, 7, true}, true},
-		{"null usage", `{"choices":[{"delta":{"content":"\"usage\":{"}}],"usage":null}`, usage{}, false},
-		{"no usage", `{"choices":[]}`, usage{}, true},
-		{"nested usage ignored", `{"choices":[{"usage":{"prompt_tokens":1}}]}`, usage{}, false},
-		{"negative and float counts", `{"usage":{"prompt_tokens":-1,"completion_tokens":2.5}}`, usage{0, 0, true}, false},
-		{"malformed", `{"usage":{"prompt_tokens":1}`, usage{}, false},
+		{"completion", `{"id":"x","choices":[{"index":0}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`, ir.Usage{Input: 12, Output: 3, Found: true}, false},
+		{"usage chunk", `{"choices":[ ],"usage":{"completion_tokens":7,"prompt_tokens":2}}`, ir.Usage{Input: 2, Output: 7, Found: true}, true},
+		{"null usage", `{"choices":[{"delta":{"content":"\"usage\":{"}}],"usage":null}`, ir.Usage{}, false},
+		{"no usage", `{"choices":[]}`, ir.Usage{}, true},
+		{"nested usage ignored", `{"choices":[{"usage":{"prompt_tokens":1}}]}`, ir.Usage{}, false},
+		{"negative and float counts", `{"usage":{"prompt_tokens":-1,"completion_tokens":2.5}}`, ir.Usage{Found: true}, false},
+		{"malformed", `{"usage":{"prompt_tokens":1}`, ir.Usage{}, false},
+		{"cached and reasoning", `{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":30,"prompt_tokens_details":{"cached_tokens":80,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":20}}}`, ir.Usage{Input: 20, CacheRead: 80, Output: 30, Reasoning: 20, Found: true}, true},
+		{"more cached than prompt", `{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":9}}}`, ir.Usage{Input: 0, CacheRead: 5, Found: true}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, empty := readUsage([]byte(tt.in))
+			got, empty := ReadUsage([]byte(tt.in))
 			if got != tt.want || empty != tt.wantEmpty {
-				t.Errorf("readUsage(%s) = %+v, %v; want %+v, %v", tt.in, got, empty, tt.want, tt.wantEmpty)
+				t.Errorf("ReadUsage(%s) = %+v, %v; want %+v, %v", tt.in, got, empty, tt.want, tt.wantEmpty)
 			}
 		})
 	}
 }
 
-// FuzzScan checks the scanner against encoding/json: it accepts exactly
-// the documents json.Valid accepts (objects within the depth limit), and
-// never panics on anything.
-func FuzzScan(f *testing.F) {
+// FuzzParseRequest checks the scanner against encoding/json (it accepts
+// exactly the objects json.Valid accepts within the depth limit), that a
+// body it accepts is rewritten into valid JSON, and that nothing panics.
+func FuzzParseRequest(f *testing.F) {
 	for _, s := range []string{
 		`{}`, `{"model":"m","messages":[]}`, `{"a":[1,-2.5e+3,true,false,null,"\u00e9\n"]}`,
 		`{"a":{"b":{"c":[]}}}`, `{"a":01}`, `{"a":1.}`, `{"a":"\x"}`, `{"a" 1}`, `{"a":1,}`, `{"a":tru}`,
@@ -190,8 +193,8 @@ func FuzzScan(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, err := scanObject(b, func(member) error { return nil })
-		if errors.Is(err, errTooDeep) {
+		_, err := jsonx.Object(b, func(jsonx.Member) error { return nil })
+		if errors.Is(err, jsonx.ErrTooDeep) {
 			return
 		}
 		var v any
@@ -206,33 +209,14 @@ func FuzzScan(f *testing.F) {
 		if err == nil {
 			// A body the scanner accepts can be parsed and rewritten
 			// into valid JSON.
-			if req, err := parseChatRequest(b); err == nil {
-				if out := req.rewrite(b, []byte(`"u"`)); !json.Valid(out) {
+			if req, err := ParseRequest(b); err == nil {
+				if out := req.Rewrite(b, []byte(`"u"`)); !json.Valid(out) {
 					t.Errorf("rewrite(%q) = %q, not valid JSON", b, out)
 				}
 			}
 		}
-		_, _ = readUsage(b)
+		_, _ = ReadUsage(b)
 	})
-}
-
-func TestNewRequestID(t *testing.T) {
-	t.Parallel()
-	now := time.UnixMilli(1_700_000_000_123)
-	seen := map[uuid.UUID]bool{}
-	for range 1000 {
-		id := newRequestID(now)
-		if id.Version() != 7 || id.Variant() != uuid.RFC4122 {
-			t.Fatalf("id %s: version %d variant %v, want a UUIDv7", id, id.Version(), id.Variant())
-		}
-		if sec, nsec := id.Time().UnixTime(); time.Unix(sec, nsec).UnixMilli() != now.UnixMilli() {
-			t.Fatalf("id %s carries time %v, want %v", id, time.Unix(sec, nsec), now)
-		}
-		if seen[id] {
-			t.Fatalf("id %s generated twice", id)
-		}
-		seen[id] = true
-	}
 }
 
 // BenchmarkParseRewrite measures the gateway's work on a typical body: a
@@ -247,11 +231,11 @@ func BenchmarkParseRewrite(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		req, err := parseChatRequest(body)
+		req, err := ParseRequest(body)
 		if err != nil {
 			b.Fatal(err)
 		}
-		_ = req.rewrite(body, upstream)
+		_ = req.Rewrite(body, upstream)
 	}
 }
 

@@ -1,4 +1,4 @@
-package openai
+package gateway
 
 import (
 	"encoding/binary"
@@ -8,13 +8,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// newRequestID returns a UUIDv7 (RFC 9562) for a request that arrived at
+// NewRequestID returns a UUIDv7 (RFC 9562) for a request that arrived at
 // now: 48 bits of Unix milliseconds, then 74 random bits. It takes its
 // randomness from the runtime's per-thread ChaCha8 generator, which needs
 // no lock, unlike uuid.NewV7, whose monotonic counter is behind a mutex
 // that every request of the process would contend on. Ids from one
 // millisecond are not ordered among themselves; nothing relies on that.
-func newRequestID(now time.Time) uuid.UUID {
+func NewRequestID(now time.Time) uuid.UUID {
 	var u uuid.UUID
 	// Ids must be unique, not secret: nothing is authorized by knowing one.
 	hi, lo := rand.Uint32(), rand.Uint64() //nolint:gosec // uniqueness, not secrecy

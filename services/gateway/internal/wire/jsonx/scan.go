@@ -1,4 +1,12 @@
-package openai
+// Package jsonx is the gateway's targeted JSON reader and writer. Request
+// bodies are mostly long strings (prompts) that the gateway only needs to
+// check and pass on; decoding them into Go values would allocate in
+// proportion to the body. The scanner validates a whole document in one
+// pass without allocating and reports where the members of an object are,
+// so the few fields a gate reads or rewrites are sliced out of the original
+// bytes, and span edits splice new values in. Every function is pure: no
+// I/O, no state.
+package jsonx
 
 import (
 	"encoding/binary"
@@ -6,39 +14,37 @@ import (
 	"errors"
 )
 
-// A targeted JSON reader. Request bodies are mostly long strings (prompts)
-// that the gateway only needs to check and pass on; decoding them into Go
-// values would allocate in proportion to the body. The scanner validates
-// the whole document in one pass without allocating and reports where the
-// top-level members are, so the few fields the gateway reads or rewrites
-// are sliced out of the original bytes.
+// MaxDepth bounds nesting, so a hostile body cannot exhaust the stack.
+const MaxDepth = 256
 
-// maxDepth bounds nesting, so a hostile body cannot exhaust the stack.
-const maxDepth = 256
-
+// Scan errors.
 var (
-	errSyntax  = errors.New("malformed JSON")
-	errTooDeep = errors.New("JSON nested too deeply")
+	// ErrSyntax reports a document that is not valid JSON of the expected
+	// kind.
+	ErrSyntax = errors.New("malformed JSON")
+	// ErrTooDeep reports nesting beyond MaxDepth.
+	ErrTooDeep = errors.New("JSON nested too deeply")
 )
 
-// member is one member of an object: its raw key (between the quotes,
+// Member is one member of an object: its raw key (between the quotes,
 // escapes intact) and the span of its value in the scanned bytes.
-type member struct {
-	key        []byte
-	escaped    bool // the key holds a backslash escape
-	start, end int
+type Member struct {
+	Key []byte
+	// Escaped says the key holds a backslash escape.
+	Escaped    bool
+	Start, End int
 }
 
-// is reports whether the member's key equals name. Escaped keys (a client
+// Is reports whether the member's key equals name. Escaped keys (a client
 // writing "mod\u0065l") are unescaped first, so they cannot slip past the
 // gateway to a provider that reads them.
-func (m member) is(name string) bool {
-	if !m.escaped {
-		return string(m.key) == name
+func (m Member) Is(name string) bool {
+	if !m.Escaped {
+		return string(m.Key) == name
 	}
 	var s string
-	quoted := make([]byte, 0, len(m.key)+2)
-	quoted = append(append(append(quoted, '"'), m.key...), '"')
+	quoted := make([]byte, 0, len(m.Key)+2)
+	quoted = append(append(append(quoted, '"'), m.Key...), '"')
 	return json.Unmarshal(quoted, &s) == nil && s == name
 }
 
@@ -48,14 +54,15 @@ type scanner struct {
 	depth int
 }
 
-// scanObject validates b as exactly one JSON object (with surrounding
-// whitespace) and calls fn for each top-level member, in order. It returns
-// the index of the object's closing brace.
-func scanObject(b []byte, fn func(member) error) (closing int, err error) {
+// Object validates b as exactly one JSON object (with surrounding
+// whitespace) and calls fn for each top-level member, in order; an error
+// from fn stops the scan and is returned. It returns the index of the
+// object's closing brace.
+func Object(b []byte, fn func(Member) error) (closing int, err error) {
 	s := scanner{b: b}
 	s.ws()
 	if s.i >= len(b) || b[s.i] != '{' {
-		return 0, errSyntax
+		return 0, ErrSyntax
 	}
 	if err := s.object(fn); err != nil {
 		return 0, err
@@ -63,9 +70,38 @@ func scanObject(b []byte, fn func(member) error) (closing int, err error) {
 	closing = s.i - 1
 	s.ws()
 	if s.i != len(b) {
-		return 0, errSyntax
+		return 0, ErrSyntax
 	}
 	return closing, nil
+}
+
+// Array validates b as exactly one JSON array (with surrounding
+// whitespace) and calls fn with the span of each element, in order; an
+// error from fn stops the scan and is returned.
+func Array(b []byte, fn func(start, end int) error) error {
+	s := scanner{b: b}
+	s.ws()
+	if s.i >= len(b) || b[s.i] != '[' {
+		return ErrSyntax
+	}
+	if err := s.array(fn); err != nil {
+		return err
+	}
+	s.ws()
+	if s.i != len(b) {
+		return ErrSyntax
+	}
+	return nil
+}
+
+// Valid reports whether b is exactly one JSON value within MaxDepth.
+func Valid(b []byte) bool {
+	s := scanner{b: b}
+	if s.value() != nil {
+		return false
+	}
+	s.ws()
+	return s.i == len(b)
 }
 
 func (s *scanner) ws() {
@@ -82,13 +118,13 @@ func (s *scanner) ws() {
 func (s *scanner) value() error {
 	s.ws()
 	if s.i >= len(s.b) {
-		return errSyntax
+		return ErrSyntax
 	}
 	switch c := s.b[s.i]; {
 	case c == '{':
 		return s.object(nil)
 	case c == '[':
-		return s.array()
+		return s.array(nil)
 	case c == '"':
 		_, err := s.str()
 		return err
@@ -101,13 +137,13 @@ func (s *scanner) value() error {
 	case c == '-' || (c >= '0' && c <= '9'):
 		return s.num()
 	}
-	return errSyntax
+	return ErrSyntax
 }
 
 // object scans the object at s.i, calling fn (if not nil) for each member.
-func (s *scanner) object(fn func(member) error) error {
-	if s.depth++; s.depth > maxDepth {
-		return errTooDeep
+func (s *scanner) object(fn func(Member) error) error {
+	if s.depth++; s.depth > MaxDepth {
+		return ErrTooDeep
 	}
 	s.i++ // {
 	s.ws()
@@ -119,7 +155,7 @@ func (s *scanner) object(fn func(member) error) error {
 	for {
 		s.ws()
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
-			return errSyntax
+			return ErrSyntax
 		}
 		ks := s.i + 1
 		escaped, err := s.str()
@@ -129,7 +165,7 @@ func (s *scanner) object(fn func(member) error) error {
 		key := s.b[ks : s.i-1]
 		s.ws()
 		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return errSyntax
+			return ErrSyntax
 		}
 		s.i++
 		s.ws()
@@ -138,13 +174,13 @@ func (s *scanner) object(fn func(member) error) error {
 			return err
 		}
 		if fn != nil {
-			if err := fn(member{key: key, escaped: escaped, start: vs, end: s.i}); err != nil {
+			if err := fn(Member{Key: key, Escaped: escaped, Start: vs, End: s.i}); err != nil {
 				return err
 			}
 		}
 		s.ws()
 		if s.i >= len(s.b) {
-			return errSyntax
+			return ErrSyntax
 		}
 		switch s.b[s.i] {
 		case ',':
@@ -154,14 +190,16 @@ func (s *scanner) object(fn func(member) error) error {
 			s.depth--
 			return nil
 		default:
-			return errSyntax
+			return ErrSyntax
 		}
 	}
 }
 
-func (s *scanner) array() error {
-	if s.depth++; s.depth > maxDepth {
-		return errTooDeep
+// array scans the array at s.i, calling fn (if not nil) with the span of
+// each element.
+func (s *scanner) array(fn func(start, end int) error) error {
+	if s.depth++; s.depth > MaxDepth {
+		return ErrTooDeep
 	}
 	s.i++ // [
 	s.ws()
@@ -171,12 +209,19 @@ func (s *scanner) array() error {
 		return nil
 	}
 	for {
+		s.ws()
+		start := s.i
 		if err := s.value(); err != nil {
 			return err
 		}
+		if fn != nil {
+			if err := fn(start, s.i); err != nil {
+				return err
+			}
+		}
 		s.ws()
 		if s.i >= len(s.b) {
-			return errSyntax
+			return ErrSyntax
 		}
 		switch s.b[s.i] {
 		case ',':
@@ -186,7 +231,7 @@ func (s *scanner) array() error {
 			s.depth--
 			return nil
 		default:
-			return errSyntax
+			return ErrSyntax
 		}
 	}
 }
@@ -227,7 +272,7 @@ func (s *scanner) str() (escaped bool, err error) {
 			i++
 		}
 		if i >= len(b) {
-			return false, errSyntax
+			return false, ErrSyntax
 		}
 		switch b[i] {
 		case '"':
@@ -236,26 +281,26 @@ func (s *scanner) str() (escaped bool, err error) {
 		case '\\':
 			escaped = true
 			if i+1 >= len(b) {
-				return false, errSyntax
+				return false, ErrSyntax
 			}
 			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
 				if i+6 > len(b) {
-					return false, errSyntax
+					return false, ErrSyntax
 				}
 				for _, h := range b[i+2 : i+6] {
 					if !isHex(h) {
-						return false, errSyntax
+						return false, ErrSyntax
 					}
 				}
 				i += 6
 			default:
-				return false, errSyntax
+				return false, ErrSyntax
 			}
 		default: // a control character
-			return false, errSyntax
+			return false, ErrSyntax
 		}
 	}
 }
@@ -266,7 +311,7 @@ func isHex(c byte) bool {
 
 func (s *scanner) lit(want string) error {
 	if len(s.b)-s.i < len(want) || string(s.b[s.i:s.i+len(want)]) != want {
-		return errSyntax
+		return ErrSyntax
 	}
 	s.i += len(want)
 	return nil
@@ -278,17 +323,17 @@ func (s *scanner) num() error {
 		s.i++
 	}
 	if s.i >= len(s.b) {
-		return errSyntax
+		return ErrSyntax
 	}
 	if s.b[s.i] == '0' {
 		s.i++
 	} else if !s.digits() {
-		return errSyntax
+		return ErrSyntax
 	}
 	if s.i < len(s.b) && s.b[s.i] == '.' {
 		s.i++
 		if !s.digits() {
-			return errSyntax
+			return ErrSyntax
 		}
 	}
 	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
@@ -297,7 +342,7 @@ func (s *scanner) num() error {
 			s.i++
 		}
 		if !s.digits() {
-			return errSyntax
+			return ErrSyntax
 		}
 	}
 	return nil

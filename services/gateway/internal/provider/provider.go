@@ -1,0 +1,235 @@
+// Package provider holds one adapter per provider kind: where a call goes
+// (the URL for a wire API and a model), how the gateway authenticates
+// there, which wire API the provider speaks for a client's API, and how its
+// errors are classified (retry, fall back, fail). Snapshots build a
+// Provider once per configuration change; nothing here runs I/O on the
+// request path beyond building the request.
+package provider
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/moat-ai/moat/services/gateway/internal/wire"
+)
+
+// Kind is a provider kind.
+type Kind uint8
+
+// The provider kinds.
+const (
+	KindUnknown Kind = iota
+	// OpenAICompatible is any server speaking OpenAI's API: vLLM, Ollama,
+	// TGI, llama.cpp, Groq, Together, Mistral, DeepSeek.
+	OpenAICompatible
+	// OpenAI is api.openai.com.
+	OpenAI
+	// Anthropic is api.anthropic.com.
+	Anthropic
+)
+
+var kindNames = [...]string{KindUnknown: "unknown", OpenAICompatible: "openai_compatible", OpenAI: "openai", Anthropic: "anthropic"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Config is a provider as configured, its credential opened.
+type Config struct {
+	// Name is orgs/{org}/providers/{provider}.
+	Name string
+	Kind Kind
+	// BaseURL is the API base; empty means the kind's default.
+	BaseURL string
+	// Credential is the opened credential, empty when none.
+	Credential []byte
+}
+
+// Provider is a provider ready to be called. It never prints its
+// credential: LogValue and String leave it out. Safe for concurrent use;
+// immutable.
+type Provider struct {
+	// Name is orgs/{org}/providers/{provider}.
+	Name string
+	Kind Kind
+	// Unusable says why calls cannot go to this provider (an unsupported
+	// kind, a bad URL, a credential that does not open); empty when usable.
+	// It holds no secret.
+	Unusable string
+
+	base    string // without a trailing slash
+	headers http.Header
+}
+
+// Defaults of BaseURL per kind.
+var defaultBase = map[Kind]string{
+	OpenAI:    "https://api.openai.com/v1",
+	Anthropic: "https://api.anthropic.com/v1",
+}
+
+// AnthropicVersion is the Messages API version sent when the client names
+// none.
+const AnthropicVersion = "2023-06-01"
+
+// New returns the provider c describes. It never fails: a provider that
+// cannot be used is returned with Unusable set, so that its routes answer
+// with a clear upstream error instead of vanishing.
+func New(c Config) *Provider {
+	p := &Provider{Name: c.Name, Kind: c.Kind, headers: http.Header{}}
+	base := strings.TrimRight(c.BaseURL, "/")
+	if base == "" {
+		base = defaultBase[c.Kind]
+	}
+	p.base = base
+	switch c.Kind {
+	case OpenAICompatible, OpenAI:
+		if len(c.Credential) > 0 {
+			p.headers["Authorization"] = []string{"Bearer " + string(c.Credential)}
+		}
+	case Anthropic:
+		if len(c.Credential) > 0 {
+			p.headers["X-Api-Key"] = []string{string(c.Credential)}
+		}
+	default:
+		p.Unusable = fmt.Sprintf("provider kind %s is not supported", c.Kind)
+		return p
+	}
+	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.Unusable = "base URL is not an absolute http(s) URL"
+	}
+	return p
+}
+
+// Unusable returns a provider that cannot be called, for reason (which
+// holds no secret).
+func Unusable(name string, kind Kind, reason string) *Provider {
+	return &Provider{Name: name, Kind: kind, Unusable: reason}
+}
+
+// LogValue keeps the credential out of logs.
+func (p *Provider) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", p.Name), slog.String("kind", p.Kind.String()))
+}
+
+// String keeps the credential out of %v.
+func (p *Provider) String() string { return p.Name }
+
+// Upstream returns the wire API the provider is called with for a
+// client speaking client, and whether it can serve that client at all.
+// Equal APIs mean the native path; different ones, translation.
+func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
+	switch p.Kind {
+	case OpenAICompatible, OpenAI:
+		switch client {
+		case wire.OpenAIChat, wire.Anthropic:
+			return wire.OpenAIChat, true
+		}
+	case Anthropic:
+		switch client {
+		case wire.OpenAIChat, wire.Anthropic:
+			return wire.Anthropic, true
+		}
+	}
+	return wire.APIUnknown, false
+}
+
+// Call is one upstream call, as the gateway asks for it.
+type Call struct {
+	// API is the upstream wire API (from Upstream).
+	API wire.API
+	// Model is the upstream model.
+	Model  string
+	Stream bool
+	Body   []byte
+	// RequestID is the gateway's id of the request, sent along so that
+	// provider logs can be matched with the gateway's.
+	RequestID string
+	// Header holds client headers the API passes on natively
+	// (anthropic-version, anthropic-beta); nil when none.
+	Header http.Header
+}
+
+// NewRequest builds the HTTP request of c. No client header reaches the
+// provider but those in c.Header that the kind passes on; the credential is
+// the provider's, never the client's.
+func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error) {
+	var path string
+	switch c.API {
+	case wire.OpenAIChat:
+		path = "/chat/completions"
+	case wire.Anthropic:
+		path = "/messages"
+	default:
+		return nil, fmt.Errorf("provider %s: wire API %s not served", p.Name, c.API)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+path, bytes.NewReader(c.Body))
+	if err != nil {
+		return nil, fmt.Errorf("provider %s: build request: %w", p.Name, err)
+	}
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	if c.Stream {
+		h["Accept"] = []string{"text/event-stream"}
+	} else {
+		h["Accept"] = []string{"application/json"}
+	}
+	h["User-Agent"] = []string{"moat-gateway"}
+	h["X-Request-Id"] = []string{c.RequestID}
+	for k, v := range p.headers {
+		h[k] = v
+	}
+	if p.Kind == Anthropic {
+		h["Anthropic-Version"] = []string{AnthropicVersion}
+		if v := c.Header.Get("Anthropic-Version"); v != "" {
+			h["Anthropic-Version"] = []string{v}
+		}
+		if v := c.Header.Values("Anthropic-Beta"); len(v) > 0 {
+			h["Anthropic-Beta"] = v
+		}
+	}
+	return req, nil
+}
+
+// Class is what a provider's answer means for the call.
+type Class uint8
+
+// The classes of answers.
+const (
+	// Success is a 2xx.
+	Success Class = iota
+	// Retryable may succeed on another attempt or target: 408, 429, 5xx,
+	// 529 (overloaded).
+	Retryable
+	// Credential says the provider refused the gateway's credential
+	// (401, 403): the client's key was fine, so the client must not see the
+	// provider's status.
+	Credential
+	// Redirect is a 3xx, never followed (it could point at another host).
+	Redirect
+	// ClientError is a 4xx about the request itself; relayed to the client.
+	ClientError
+)
+
+// Classify classifies an answer by its status.
+func (p *Provider) Classify(status int) Class {
+	switch {
+	case status >= 200 && status < 300:
+		return Success
+	case status >= 300 && status < 400:
+		return Redirect
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return Credential
+	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500:
+		return Retryable
+	default:
+		return ClientError
+	}
+}
