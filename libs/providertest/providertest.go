@@ -1,39 +1,13 @@
-// Package providertest is a model provider for tests and benchmarks: an
-// http.Handler that speaks the OpenAI chat-completions wire format with
-// deterministic answers, so that the gateway's forwarding, usage accounting
-// and timeouts can be checked without a real model.
-//
-// It serves:
-//
-//   - POST /v1/chat/completions: a JSON completion with `usage`, or with
-//     `"stream": true` an SSE stream of `data: {chunk}` events ending with
-//     `data: [DONE]`. With `stream_options.include_usage` the stream carries
-//     `"usage": null` on every chunk and a final chunk with empty choices
-//     and the usage, as OpenAI does.
-//   - GET /v1/models: the configured model in the OpenAI list format.
-//
-// Token counts are a documented function of the request, so tests can
-// predict them: the prompt tokens are the number of whitespace-separated
-// words in the content of every message (string contents, and the `text`
-// of content parts), and the completion tokens are the chunk count. The
-// completion is that many words, "tok1 tok2 ...", one word per stream
-// chunk.
-//
-// Behaviour is set by Config and can be overridden per request by headers:
-// x-mock-delay-ms, x-mock-ttft-ms, x-mock-chunks, x-mock-chunk-delay-ms, and
-// x-mock-error (an HTTP status from 400 to 599, answered with an OpenAI
-// error body, e.g. 429 or 500). Every wait honours the request's context,
-// so a caller that hangs up ends the handler at once; Canceled counts those
-// requests.
 package providertest
 
 import (
 	"bytes"
 	"crypto/subtle"
-	"encoding/json"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,50 +17,94 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultModel  = "mock-model"
-	DefaultChunks = 4
+	DefaultModel               = "mock-model"
+	DefaultChunks              = 4
+	DefaultEmbeddingDimensions = 8
 )
 
-// Per-request override headers. Durations are whole milliseconds.
+// Per-request override headers. Durations are whole milliseconds, token
+// counts whole numbers.
 const (
-	HeaderDelay      = "X-Mock-Delay-Ms"
-	HeaderTTFT       = "X-Mock-Ttft-Ms"
-	HeaderChunks     = "X-Mock-Chunks"
-	HeaderChunkDelay = "X-Mock-Chunk-Delay-Ms"
-	HeaderError      = "X-Mock-Error"
+	HeaderDelay            = "X-Mock-Delay-Ms"
+	HeaderTTFT             = "X-Mock-Ttft-Ms"
+	HeaderChunks           = "X-Mock-Chunks"
+	HeaderChunkDelay       = "X-Mock-Chunk-Delay-Ms"
+	HeaderError            = "X-Mock-Error"
+	HeaderCachedTokens     = "X-Mock-Cached-Tokens"
+	HeaderCacheWriteTokens = "X-Mock-Cache-Write-Tokens"
+	HeaderReasoningTokens  = "X-Mock-Reasoning-Tokens"
+	HeaderToolCall         = "X-Mock-Tool-Call"
+	HeaderStreamError      = "X-Mock-Stream-Error"
 )
 
 // maxBody bounds the request bodies the mock reads; a real provider has a
-// limit too, and an unbounded read would let a test exhaust memory.
+// limit too, and an unbounded read would let a test exhaust memory. It
+// also bounds the bodies History keeps.
 const maxBody = 16 << 20
 
-// Config is the mock's default behaviour.
+// maxHistory bounds the number of requests History keeps.
+const maxHistory = 1024
+
+// maxToolCalls bounds the calls one X-Mock-Tool-Call header may ask for.
+const maxToolCalls = 128
+
+// Config is the mock's default behaviour. Every field but Credential,
+// Model, EmbeddingDimensions and Now can be overridden per request by a
+// header (see the package documentation).
 type Config struct {
-	// Credential, when set, is the only API key accepted, as
-	// `Authorization: Bearer <Credential>`; anything else gets 401
-	// invalid_api_key. Empty accepts every caller.
+	// Credential, when set, is the only credential accepted, in the
+	// header each API uses (see the package documentation); anything else
+	// is refused in that API's error shape. Empty accepts every caller.
 	Credential string
 	// Model is the model GET /v1/models lists; empty means DefaultModel.
 	// Completions echo whatever model the request names.
 	Model string
 	// Delay is the wait before the response headers, in both modes.
 	Delay time.Duration
-	// TTFT is the wait between the headers and the first chunk of a
-	// stream (time to first token). Non-streaming answers ignore it.
+	// TTFT is the wait between the headers and the first content event of
+	// a stream (time to first token). Non-streaming answers ignore it.
 	TTFT time.Duration
 	// Chunks is the number of content chunks of a stream, and the
 	// completion tokens of every answer; 0 means DefaultChunks.
 	Chunks int
-	// ChunkDelay is the wait between two content chunks of a stream.
+	// ChunkDelay is the wait between two content events of a stream.
 	ChunkDelay time.Duration
+	// CachedTokens is the part of the prompt tokens reported as read from
+	// a prompt cache (clamped to the prompt).
+	CachedTokens int64
+	// CacheWriteTokens is the part of the prompt tokens reported as
+	// written to a prompt cache, where the API reports that (Anthropic,
+	// Bedrock); clamped to the prompt left after CachedTokens.
+	CacheWriteTokens int64
+	// ReasoningTokens is the part of the completion tokens reported as
+	// reasoning (clamped to the completion).
+	ReasoningTokens int64
+	// ToolCalls, when set, makes every chat answer call these functions
+	// (in parallel when more than one) instead of answering text.
+	ToolCalls []string
+	// StreamError, when true, breaks every stream with the API's
+	// mid-stream error after StreamErrorAfter content events.
+	StreamError      bool
+	StreamErrorAfter int
+	// EmbeddingDimensions is the length of the embedding vectors when the
+	// request does not ask for one; 0 means DefaultEmbeddingDimensions.
+	EmbeddingDimensions int
+	// Now is the clock behind `created` timestamps; nil means time.Now.
+	// Tests that compare whole bodies pin it.
+	Now func() time.Time
 }
 
 // Request is a request the mock received, as recorded for tests.
 type Request struct {
 	Method string
-	Path   string
-	Header http.Header
-	Body   []byte
+	// Path is the unescaped path; EscapedPath is the path as sent, which
+	// differs when the caller escaped a model id (a Bedrock ARN holds a
+	// slash, sent as %2F).
+	Path        string
+	EscapedPath string
+	Query       url.Values
+	Header      http.Header
+	Body        []byte
 }
 
 // Server is the mock provider. It is safe for concurrent use.
@@ -94,12 +112,13 @@ type Server struct {
 	cfg Config
 	mux *http.ServeMux
 
-	seq      atomic.Int64 // completion ids
+	seq      atomic.Int64 // response ids
 	requests atomic.Int64
 	canceled atomic.Int64
 
-	mu   sync.Mutex
-	last *Request
+	mu          sync.Mutex
+	history     []*Request // oldest first
+	historySize int        // bytes of the bodies in history
 }
 
 // New returns a mock provider behaving as cfg says.
@@ -110,44 +129,70 @@ func New(cfg Config) *Server {
 	if cfg.Chunks <= 0 {
 		cfg.Chunks = DefaultChunks
 	}
+	if cfg.EmbeddingDimensions <= 0 {
+		cfg.EmbeddingDimensions = DefaultEmbeddingDimensions
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
-	s.mux.HandleFunc("GET /v1/models", s.models)
+	s.routeOpenAI()
+	s.routeAnthropic()
+	s.routeGemini()
+	s.routeBedrock()
 	return s
 }
 
-// ServeHTTP records the request, checks the credential and serves it.
+// ServeHTTP records the request and serves it. Each API checks the
+// credential in its own header and answers in its own error shape.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "could not read the request body", "invalid_request_error", "")
+		writeOpenAIError(w, http.StatusBadRequest, "could not read the request body", "invalid_request_error", "")
 		return
 	}
 	if len(body) > maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "request body too large", "invalid_request_error", "")
+		writeOpenAIError(w, http.StatusRequestEntityTooLarge, "request body too large", "invalid_request_error", "")
 		return
 	}
 	s.record(r, body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-
-	if s.cfg.Credential != "" && !s.authorized(r.Header.Get("Authorization")) {
-		writeError(w, http.StatusUnauthorized, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-		return
-	}
 	s.mux.ServeHTTP(w, r)
 }
 
-func (s *Server) authorized(header string) bool {
+// credentialIs compares in constant time, as a provider does, so that a
+// test of the gateway's key handling cannot pass by timing accident.
+func (s *Server) credentialIs(got string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Credential)) == 1
+}
+
+// bearerOK reports whether header is `Bearer <Credential>`.
+func (s *Server) bearerOK(header string) bool {
 	got, ok := strings.CutPrefix(header, "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Credential)) == 1
+	return ok && s.credentialIs(got)
 }
 
 func (s *Server) record(r *http.Request, body []byte) {
-	req := &Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	req := &Request{
+		Method:      r.Method,
+		Path:        r.URL.Path,
+		EscapedPath: r.URL.EscapedPath(),
+		Query:       r.URL.Query(),
+		Header:      r.Header.Clone(),
+		Body:        body,
+	}
 	s.mu.Lock()
-	s.last = req
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.history = append(s.history, req)
+	s.historySize += len(body)
+	// Drop the oldest until both bounds hold, but keep the latest even if
+	// it alone is maxBody, so LastRequest always answers.
+	for len(s.history) > 1 && (len(s.history) > maxHistory || s.historySize > maxBody) {
+		s.historySize -= len(s.history[0].Body)
+		s.history[0] = nil
+		s.history = s.history[1:]
+	}
 }
 
 // LastRequest returns the latest request received, whatever its outcome,
@@ -155,30 +200,54 @@ func (s *Server) record(r *http.Request, body []byte) {
 func (s *Server) LastRequest() (Request, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.last == nil {
+	if len(s.history) == 0 {
 		return Request{}, false
 	}
-	return *s.last, true
+	return *s.history[len(s.history)-1], true
+}
+
+// History returns the requests received, oldest first: the latest 1024
+// at most, and fewer when their bodies add up to more than 16 MiB (the
+// latest is always kept). Tests of retries and fallbacks read every
+// attempt from it.
+func (s *Server) History() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, len(s.history))
+	for i, r := range s.history {
+		out[i] = *r
+	}
+	return out
 }
 
 // Requests counts the requests received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
-// Canceled counts the completions whose caller went away (the request's
-// context ended) before the answer was complete.
+// Canceled counts the answers whose caller went away (the request's
+// context ended, or a write failed) before the answer was complete.
 func (s *Server) Canceled() int64 { return s.canceled.Load() }
 
 // behaviour is Config with the request's overrides applied.
 type behaviour struct {
-	delay, ttft, chunkDelay time.Duration
-	chunks                  int
-	errStatus               int
+	delay, ttft, chunkDelay       time.Duration
+	chunks                        int
+	errStatus                     int
+	cached, cacheWrite, reasoning int64
+	tools                         []string
+	breakAt                       int // content events before a stream breaks; -1: never
 }
 
 // behaviourFor applies the override headers of r to the defaults. A
 // malformed header is the test's mistake, so it is refused, not ignored.
 func (s *Server) behaviourFor(r *http.Request) (behaviour, error) {
-	b := behaviour{delay: s.cfg.Delay, ttft: s.cfg.TTFT, chunkDelay: s.cfg.ChunkDelay, chunks: s.cfg.Chunks}
+	b := behaviour{
+		delay: s.cfg.Delay, ttft: s.cfg.TTFT, chunkDelay: s.cfg.ChunkDelay, chunks: s.cfg.Chunks,
+		cached: s.cfg.CachedTokens, cacheWrite: s.cfg.CacheWriteTokens, reasoning: s.cfg.ReasoningTokens,
+		tools: s.cfg.ToolCalls, breakAt: -1,
+	}
+	if s.cfg.StreamError {
+		b.breakAt = max(s.cfg.StreamErrorAfter, 0)
+	}
 	for _, o := range []struct {
 		header string
 		into   *time.Duration
@@ -191,12 +260,42 @@ func (s *Server) behaviourFor(r *http.Request) (behaviour, error) {
 			*o.into = time.Duration(ms) * time.Millisecond
 		}
 	}
-	if v := r.Header.Get(HeaderChunks); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 100000 {
-			return b, fmt.Errorf("%s must be 0 to 100000", HeaderChunks)
+	for _, o := range []struct {
+		header string
+		limit  int
+		into   *int
+	}{{HeaderChunks, 100000, &b.chunks}, {HeaderStreamError, 100000, &b.breakAt}} {
+		if v := r.Header.Get(o.header); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > o.limit {
+				return b, fmt.Errorf("%s must be 0 to %d", o.header, o.limit)
+			}
+			*o.into = n
 		}
-		b.chunks = n
+	}
+	for _, o := range []struct {
+		header string
+		into   *int64
+	}{{HeaderCachedTokens, &b.cached}, {HeaderCacheWriteTokens, &b.cacheWrite}, {HeaderReasoningTokens, &b.reasoning}} {
+		if v := r.Header.Get(o.header); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || n > 1<<40 {
+				return b, fmt.Errorf("%s must be a whole number of tokens", o.header)
+			}
+			*o.into = n
+		}
+	}
+	if v := r.Header.Get(HeaderToolCall); v != "" {
+		names := strings.Split(v, ",")
+		if len(names) > maxToolCalls {
+			return b, fmt.Errorf("%s names more than %d functions", HeaderToolCall, maxToolCalls)
+		}
+		b.tools = make([]string, len(names))
+		for i, n := range names {
+			if b.tools[i] = strings.TrimSpace(n); b.tools[i] == "" {
+				return b, fmt.Errorf("%s must be function names separated by commas", HeaderToolCall)
+			}
+		}
 	}
 	if v := r.Header.Get(HeaderError); v != "" {
 		code, err := strconv.Atoi(v)
@@ -208,139 +307,106 @@ func (s *Server) behaviourFor(r *http.Request) (behaviour, error) {
 	return b, nil
 }
 
-// chatRequest holds the fields of a chat-completions request the mock
-// reads; the rest is ignored, as a provider ignores what it does not know.
-type chatRequest struct {
-	Model    string `json:"model"`
-	Stream   bool   `json:"stream"`
-	Messages []struct {
-		Content json.RawMessage `json:"content"`
-	} `json:"messages"`
-	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
+// toolCall is one function call of an answer.
+type toolCall struct {
+	name string
+	args string // JSON object text
 }
 
-// Usage is the OpenAI usage object.
-type Usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
+// argPieces splits the arguments in two, as a stream delivers them: the
+// split falls inside the object so that a relay which forwards pieces as
+// if they were whole JSON is caught.
+func (t toolCall) argPieces() []string {
+	cut := strings.IndexByte(t.args, ':') + 1
+	return []string{t.args[:cut], t.args[cut:]}
 }
 
-func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	b, err := s.behaviourFor(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "")
-		return
-	}
-	var req chatRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "the request body is not valid JSON", "invalid_request_error", "")
-		return
-	}
-	if req.Model == "" {
-		writeError(w, http.StatusBadRequest, "you must provide a model parameter", "invalid_request_error", "")
-		return
-	}
-	if !s.wait(r, b.delay) {
-		return
-	}
-	if b.errStatus != 0 {
-		writeInjected(w, b.errStatus)
-		return
-	}
-	usage := Usage{PromptTokens: PromptTokens(req.messageContents()), CompletionTokens: int64(b.chunks)}
-	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
-	id := "chatcmpl-mock-" + strconv.FormatInt(s.seq.Add(1), 10)
-	created := time.Now().Unix()
-	if req.Stream {
-		s.stream(w, r, b, req, id, created, usage)
-		return
-	}
-	words := make([]string, b.chunks)
-	for i := range words {
-		words[i] = word(i)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"id":      id,
-		"object":  "chat.completion",
-		"created": created,
-		"model":   req.Model,
-		"choices": []any{map[string]any{
-			"index":         0,
-			"message":       map[string]any{"role": "assistant", "content": strings.Join(words, " ")},
-			"finish_reason": "stop",
-		}},
-		"usage": usage,
-	})
+// plan is an answer, decided once and rendered by each API's encoder.
+type plan struct {
+	seq     int64
+	created int64
+	model   string
+	// prompt counts every prompt token, cached and cache-written ones
+	// included; cached and cacheWrite are parts of it.
+	prompt, cached, cacheWrite int64
+	// completion counts every completion token; reasoning is a part of it.
+	completion, reasoning int64
+	words                 []string // the answer's text, one word per chunk; nil with tool calls
+	thinking              []string // the reasoning text shown, nil when none is
+	tools                 []toolCall
+	truncated             bool // the request's token limit cut the text
 }
 
-// stream writes the SSE answer one chunk at a time, flushing each, with
-// the configured waits.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, b behaviour, req chatRequest, id string, created int64, usage Usage) {
-	flusher, _ := w.(http.Flusher)
-	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	if flusher != nil {
-		flusher.Flush()
+// planFor decides the answer to a request holding prompt tokens, naming
+// model, limited to limit completion tokens (0: no limit), and showing its
+// reasoning when showThinking.
+func (s *Server) planFor(b behaviour, model string, prompt, limit int64, showThinking bool) plan {
+	p := plan{
+		seq:        s.seq.Add(1),
+		created:    s.cfg.Now().Unix(),
+		model:      model,
+		prompt:     prompt,
+		completion: int64(b.chunks),
 	}
-	send := func(choices []any, u *Usage) bool {
-		chunk := map[string]any{
-			"id":      id,
-			"object":  "chat.completion.chunk",
-			"created": created,
-			"model":   req.Model,
-			"choices": choices,
+	p.cached = min(b.cached, prompt)
+	p.cacheWrite = min(b.cacheWrite, prompt-p.cached)
+	if len(b.tools) > 0 {
+		p.tools = make([]toolCall, len(b.tools))
+		for i, name := range b.tools {
+			p.tools[i] = toolCall{name: name, args: `{"n":` + strconv.Itoa(i+1) + `}`}
 		}
-		if includeUsage {
-			chunk["usage"] = u // null on every chunk but the last
+	} else {
+		if limit > 0 && limit < p.completion {
+			p.completion, p.truncated = limit, true
 		}
-		data, err := json.Marshal(chunk)
-		if err != nil {
-			return false
-		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
-			return false
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		return true
+		p.words = words("tok", int(p.completion))
 	}
-	if !s.wait(r, b.ttft) {
-		return
+	p.reasoning = min(b.reasoning, p.completion)
+	if showThinking {
+		p.thinking = words("think", int(max(p.reasoning, 1)))
 	}
-	for i := range b.chunks {
-		if i > 0 && !s.wait(r, b.chunkDelay) {
-			return
-		}
-		delta := map[string]any{"content": word(i) + " "}
-		if i == 0 {
-			delta["role"] = "assistant"
-		}
-		if !send([]any{map[string]any{"index": 0, "delta": delta, "finish_reason": nil}}, nil) {
-			s.canceled.Add(1)
-			return
-		}
+	return p
+}
+
+func (p plan) text() string         { return strings.Join(p.words, " ") }
+func (p plan) thinkingText() string { return strings.Join(p.thinking, " ") }
+func (p plan) total() int64         { return p.prompt + p.completion }
+
+// uncached is the prompt tokens neither read from nor written to a cache,
+// which Anthropic and Bedrock report as their input tokens.
+func (p plan) uncached() int64 { return p.prompt - p.cached - p.cacheWrite }
+
+// id is the answer's id with an API's prefix; toolID is call i's.
+func (p plan) id(prefix string) string { return prefix + strconv.FormatInt(p.seq, 10) }
+func (p plan) toolID(prefix string, i int) string {
+	return p.id(prefix) + "_" + strconv.Itoa(i+1)
+}
+
+// Signature is the signature the mock gives a reasoning text (Anthropic
+// thinking blocks, Gemini thought parts, Bedrock reasoning content): a
+// function of the text alone, so a test can check that the gateway sent
+// back the signature it was given, with the text it was given.
+func Signature(thinking string) string {
+	return base64.StdEncoding.EncodeToString([]byte("providertest-signature:" + thinking))
+}
+
+// words returns n words "<prefix>1" ... "<prefix>n".
+func words(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i+1)
 	}
-	if !send([]any{map[string]any{"index": 0, "delta": map[string]any{}, "finish_reason": "stop"}}, nil) {
-		s.canceled.Add(1)
-		return
+	return out
+}
+
+// PromptTokens is the mock's tokenizer: the number of whitespace-separated
+// words in contents.
+func PromptTokens(contents []string) int64 {
+	var n int64
+	for _, c := range contents {
+		n += int64(len(strings.Fields(c)))
 	}
-	if includeUsage && !send([]any{}, &usage) {
-		s.canceled.Add(1)
-		return
-	}
-	if _, err := io.WriteString(w, "data: [DONE]\n\n"); err != nil {
-		s.canceled.Add(1)
-		return
-	}
-	if flusher != nil {
-		flusher.Flush()
-	}
+	return n
 }
 
 // wait sleeps for d unless the caller goes away first; it reports whether
@@ -364,74 +430,42 @@ func (s *Server) wait(r *http.Request, d time.Duration) bool {
 	}
 }
 
-func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"object": "list",
-		"data":   []any{map[string]any{"id": s.cfg.Model, "object": "model", "created": 0, "owned_by": "moat-mock"}},
-	})
+// gate paces a stream's content events and decides where it breaks.
+type gate struct {
+	s    *Server
+	r    *http.Request
+	b    behaviour
+	sent int // content events written
 }
 
-// messageContents returns the text of every message: a string content
-// as is, and the text of each part of an array content.
-func (r chatRequest) messageContents() []string {
-	var out []string
-	for _, m := range r.Messages {
-		var s string
-		if json.Unmarshal(m.Content, &s) == nil {
-			out = append(out, s)
-			continue
-		}
-		var parts []struct {
-			Text string `json:"text"`
-		}
-		if json.Unmarshal(m.Content, &parts) == nil {
-			for _, p := range parts {
-				out = append(out, p.Text)
-			}
-		}
+// breaksFirst reports whether the stream breaks before its first event.
+func (g *gate) breaksFirst() bool { return g.b.breakAt == 0 }
+
+// content is called before each content event. It waits (TTFT before the
+// first, the chunk delay before the others) and reports ok false when the
+// caller went away, or brk true when the stream breaks instead.
+func (g *gate) content() (brk, ok bool) {
+	d := g.b.chunkDelay
+	if g.sent == 0 {
+		d = g.b.ttft
 	}
-	return out
-}
-
-// PromptTokens is the mock's tokenizer: the number of whitespace-separated
-// words in contents.
-func PromptTokens(contents []string) int64 {
-	var n int64
-	for _, c := range contents {
-		n += int64(len(strings.Fields(c)))
+	if !g.s.wait(g.r, d) {
+		return false, false
 	}
-	return n
-}
-
-// word is the i-th word of a completion.
-func word(i int) string { return "tok" + strconv.Itoa(i+1) }
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError writes the OpenAI error body; an empty code is null.
-func writeError(w http.ResponseWriter, status int, message, typ, code string) {
-	var c any
-	if code != "" {
-		c = code
+	if g.b.breakAt >= 0 && g.sent >= g.b.breakAt {
+		return true, true
 	}
-	writeJSON(w, status, map[string]any{
-		"error": map[string]any{"message": message, "type": typ, "param": nil, "code": c},
-	})
+	g.sent++
+	return false, true
 }
 
-// writeInjected answers an x-mock-error request as a provider would.
-func writeInjected(w http.ResponseWriter, status int) {
-	switch {
-	case status == http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "1")
-		writeError(w, status, "Rate limit reached (injected by the mock provider).", "requests", "rate_limit_exceeded")
-	case status >= 500:
-		writeError(w, status, "The server had an error while processing your request (injected by the mock provider).", "server_error", "")
-	default:
-		writeError(w, status, "Injected error.", "invalid_request_error", "")
+// end is called before the events that finish a stream: it waits TTFT
+// if no content went out, and reports brk true when the break point lies
+// at or beyond the last content event, so that a stream with a break
+// always breaks.
+func (g *gate) end() (brk, ok bool) {
+	if g.sent == 0 && !g.s.wait(g.r, g.b.ttft) {
+		return false, false
 	}
+	return g.b.breakAt >= 0, true
 }

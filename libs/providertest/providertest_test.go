@@ -319,7 +319,7 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"malformed JSON", http.MethodPost, "/v1/chat/completions", `{"model":`, http.StatusBadRequest},
 		{"no model", http.MethodPost, "/v1/chat/completions", `{"messages":[]}`, http.StatusBadRequest},
-		{"unknown path", http.MethodGet, "/v1/embeddings", "", http.StatusNotFound},
+		{"unknown path", http.MethodGet, "/v1/no-such-endpoint", "", http.StatusNotFound},
 		{"wrong method", http.MethodGet, "/v1/chat/completions", "", http.StatusMethodNotAllowed},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/moat-ai/moat/libs/providertest"
 )
 
 func TestRun(t *testing.T) {
@@ -85,6 +90,10 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	}{
 		{"unknown flag", []string{"-nope"}},
 		{"no chunks", []string{"-chunks", "0"}},
+		{"negative tokens", []string{"-cached-tokens", "-1"}},
+		{"empty tool name", []string{"-tool-calls", "f,,g"}},
+		{"bad stream error", []string{"-stream-error-after", "-2"}},
+		{"no dimensions", []string{"-embedding-dimensions", "0"}},
 		{"extra argument", []string{"now"}},
 		{"bad address", []string{"-addr", "127.0.0.1:notaport"}},
 	}
@@ -93,6 +102,40 @@ func TestRunRejectsBadFlags(t *testing.T) {
 			t.Parallel()
 			if err := run(t.Context(), tt.args, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
 				t.Errorf("run(%q) = nil, want an error", tt.args)
+			}
+		})
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want providertest.Config
+	}{
+		{"defaults", nil, providertest.Config{
+			Credential: "sk-env", Model: providertest.DefaultModel, Chunks: providertest.DefaultChunks,
+			EmbeddingDimensions: providertest.DefaultEmbeddingDimensions,
+		}},
+		{"every token flag", []string{
+			"-cached-tokens", "3", "-cache-write-tokens", "2", "-reasoning-tokens", "1",
+			"-tool-calls", "get_weather, lookup", "-stream-error-after", "0", "-embedding-dimensions", "16",
+		}, providertest.Config{
+			Credential: "sk-env", Model: providertest.DefaultModel, Chunks: providertest.DefaultChunks,
+			CachedTokens: 3, CacheWriteTokens: 2, ReasoningTokens: 1, ToolCalls: []string{"get_weather", "lookup"},
+			StreamError: true, StreamErrorAfter: 0, EmbeddingDimensions: 16,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, got, err := parseFlags(tt.args, func(string) string { return "sk-env" }, io.Discard)
+			if err != nil {
+				t.Fatalf("parseFlags(%q) = %v", tt.args, err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(providertest.Config{}, "Now")); diff != "" {
+				t.Errorf("parseFlags(%q) mismatch (-want +got):\n%s", tt.args, diff)
 			}
 		})
 	}
