@@ -27,28 +27,41 @@ type Entry struct {
 	Model         string // the logical model the client asked for
 	UpstreamModel string // the provider's model, which the price is looked up by
 	Provider      string // orgs/{org}/providers/{provider}
-	InputTokens   int64
-	OutputTokens  int64
-	CostMicros    int64
-	Currency      string
-	Priced        bool
-	PriceVersion  string
-	HTTPStatus    int32
-	Stream        bool
-	Latency       time.Duration
-	RequestTime   time.Time
+	// InputTokens is the uncached input; the cache counts are apart from it.
+	InputTokens           int64
+	CacheReadInputTokens  int64
+	CacheWriteInputTokens int64
+	// OutputTokens is the whole output, ReasoningTokens included.
+	OutputTokens    int64
+	ReasoningTokens int64
+	// UsageEstimated is set when the provider reported no usage and the
+	// counts are the gateway's estimate.
+	UsageEstimated bool
+	CostMicros     int64
+	Currency       string
+	Priced         bool
+	PriceVersion   string
+	HTTPStatus     int32
+	Stream         bool
+	Latency        time.Duration
+	RequestTime    time.Time
 	// RecordTime is set by the store when the entry is written.
 	RecordTime time.Time
 }
 
 // Totals sums the entries of a scope.
 type Totals struct {
-	EntryCount    int64
-	InputTokens   int64
-	OutputTokens  int64
-	CostMicros    int64
-	Currency      string
-	UnpricedCount int64
+	EntryCount            int64
+	InputTokens           int64
+	CacheReadInputTokens  int64
+	CacheWriteInputTokens int64
+	OutputTokens          int64
+	ReasoningTokens       int64
+	CostMicros            int64
+	Currency              string
+	UnpricedCount         int64
+	// EstimatedCount is how many entries carry estimated usage.
+	EstimatedCount int64
 }
 
 // Scope selects entries: every entry of Organization, or, when Project is

@@ -62,12 +62,16 @@ func (s *Server) GetUsageTotals(ctx context.Context, req *billingv1.GetUsageTota
 		return nil, s.fail(ctx, err)
 	}
 	return &billingv1.GetUsageTotalsResponse{Totals: &billingv1.UsageTotals{
-		EntryCount:    t.EntryCount,
-		InputTokens:   t.InputTokens,
-		OutputTokens:  t.OutputTokens,
-		CostMicros:    t.CostMicros,
-		CurrencyCode:  t.Currency,
-		UnpricedCount: t.UnpricedCount,
+		EntryCount:            t.EntryCount,
+		InputTokens:           t.InputTokens,
+		CacheReadInputTokens:  t.CacheReadInputTokens,
+		CacheWriteInputTokens: t.CacheWriteInputTokens,
+		OutputTokens:          t.OutputTokens,
+		ReasoningTokens:       t.ReasoningTokens,
+		CostMicros:            t.CostMicros,
+		CurrencyCode:          t.Currency,
+		UnpricedCount:         t.UnpricedCount,
+		EstimatedCount:        t.EstimatedCount,
 	}}, nil
 }
 
@@ -78,19 +82,23 @@ func EntryName(e billing.Entry) string {
 
 func toProto(e billing.Entry) *billingv1.UsageEntry {
 	return &billingv1.UsageEntry{
-		Name:          EntryName(e),
-		Project:       e.Project,
-		KeyId:         e.KeyID,
-		Model:         e.Model,
-		UpstreamModel: e.UpstreamModel,
-		InputTokens:   e.InputTokens,
-		OutputTokens:  e.OutputTokens,
-		CostMicros:    e.CostMicros,
-		CurrencyCode:  e.Currency,
-		Priced:        e.Priced,
-		PriceVersion:  e.PriceVersion,
-		RequestTime:   timestamppb.New(e.RequestTime),
-		RecordTime:    timestamppb.New(e.RecordTime),
+		Name:                  EntryName(e),
+		Project:               e.Project,
+		KeyId:                 e.KeyID,
+		Model:                 e.Model,
+		UpstreamModel:         e.UpstreamModel,
+		InputTokens:           e.InputTokens,
+		CacheReadInputTokens:  e.CacheReadInputTokens,
+		CacheWriteInputTokens: e.CacheWriteInputTokens,
+		OutputTokens:          e.OutputTokens,
+		ReasoningTokens:       e.ReasoningTokens,
+		UsageEstimated:        e.UsageEstimated,
+		CostMicros:            e.CostMicros,
+		CurrencyCode:          e.Currency,
+		Priced:                e.Priced,
+		PriceVersion:          e.PriceVersion,
+		RequestTime:           timestamppb.New(e.RequestTime),
+		RecordTime:            timestamppb.New(e.RecordTime),
 	}
 }
 

@@ -48,7 +48,7 @@ func newFixture(t *testing.T) *fixture {
 	ctx := context.Background()
 	pool, _ := pgtest.NewDatabase(t, events.Migrations, postgres.Migrations)
 
-	// orgs/acme: web has 5 entries (two sharing a request time), api has 2;
+	// orgs/acme: web has 5 entries (two sharing a request time), api has 3;
 	// orgs/umbrella has 3 that must never show under acme.
 	var entries []billing.Entry
 	add := func(project string, minute int, model string, in, out, cost int64, priced bool) {
@@ -70,6 +70,10 @@ func newFixture(t *testing.T) *fixture {
 	add("orgs/umbrella/projects/web", 2, "mock-model", 9999, 9999, 99999, true)
 	add("orgs/umbrella/projects/web", 5, "unknown", 1, 1, 0, false)
 	add("orgs/umbrella/projects/lab", 7, "mock-model", 5, 5, 15, true)
+	// One entry with every token kind, and estimated usage.
+	add("orgs/acme/projects/api", 8, "mock-model", 50, 40, 200, true)
+	kinds := &entries[len(entries)-1]
+	kinds.CacheReadInputTokens, kinds.CacheWriteInputTokens, kinds.ReasoningTokens, kinds.UsageEstimated = 300, 30, 25, true
 	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error {
 		for _, e := range entries {
 			if _, err := postgres.InsertEntry(ctx, tx, e); err != nil {
@@ -124,6 +128,8 @@ func (f *fixture) want(parent string) []*billingv1.UsageEntry {
 		out = append(out, &billingv1.UsageEntry{
 			Name: e.Organization + "/usageEntries/" + e.EventID.String(), Project: e.Project, KeyId: e.KeyID,
 			Model: e.Model, UpstreamModel: e.UpstreamModel, InputTokens: e.InputTokens, OutputTokens: e.OutputTokens,
+			CacheReadInputTokens: e.CacheReadInputTokens, CacheWriteInputTokens: e.CacheWriteInputTokens,
+			ReasoningTokens: e.ReasoningTokens, UsageEstimated: e.UsageEstimated,
 			CostMicros: e.CostMicros, CurrencyCode: e.Currency, Priced: e.Priced, PriceVersion: e.PriceVersion,
 			RequestTime: timestamppb.New(e.RequestTime),
 		})
@@ -171,12 +177,12 @@ func TestListUsageEntries(t *testing.T) {
 		wantLen   int
 		wantPages int
 	}{
-		{"orgs/acme", 0, 7, 1},
-		{"orgs/acme", 3, 7, 3},
-		{"orgs/acme", 7, 7, 1},
-		{"orgs/acme", 1, 7, 7},
+		{"orgs/acme", 0, 8, 1},
+		{"orgs/acme", 3, 8, 3},
+		{"orgs/acme", 8, 8, 1},
+		{"orgs/acme", 1, 8, 8},
 		{"orgs/acme/projects/web", 2, 5, 3},
-		{"orgs/acme/projects/api", 0, 2, 1},
+		{"orgs/acme/projects/api", 0, 3, 1},
 		{"orgs/umbrella", 2, 3, 2},
 		{"orgs/nobody", 0, 0, 1},
 		{"orgs/acme/projects/nothing", 0, 0, 1},
@@ -205,9 +211,11 @@ func TestGetUsageTotals(t *testing.T) {
 		parent string
 		want   *billingv1.UsageTotals
 	}{
-		{"orgs/acme", &billingv1.UsageTotals{EntryCount: 7, InputTokens: 1123, OutputTokens: 1032, CostMicros: 3166, CurrencyCode: "USD", UnpricedCount: 1}},
+		{"orgs/acme", &billingv1.UsageTotals{EntryCount: 8, InputTokens: 1173, CacheReadInputTokens: 300, CacheWriteInputTokens: 30,
+			OutputTokens: 1072, ReasoningTokens: 25, CostMicros: 3366, CurrencyCode: "USD", UnpricedCount: 1, EstimatedCount: 1}},
 		{"orgs/acme/projects/web", &billingv1.UsageTotals{EntryCount: 5, InputTokens: 1020, OutputTokens: 1029, CostMicros: 3057, CurrencyCode: "USD", UnpricedCount: 1}},
-		{"orgs/acme/projects/api", &billingv1.UsageTotals{EntryCount: 2, InputTokens: 103, OutputTokens: 3, CostMicros: 109, CurrencyCode: "USD"}},
+		{"orgs/acme/projects/api", &billingv1.UsageTotals{EntryCount: 3, InputTokens: 153, CacheReadInputTokens: 300, CacheWriteInputTokens: 30,
+			OutputTokens: 43, ReasoningTokens: 25, CostMicros: 309, CurrencyCode: "USD", EstimatedCount: 1}},
 		{"orgs/umbrella", &billingv1.UsageTotals{EntryCount: 3, InputTokens: 10005, OutputTokens: 10005, CostMicros: 100014, CurrencyCode: "USD", UnpricedCount: 1}},
 		{"orgs/nobody", &billingv1.UsageTotals{CurrencyCode: "USD"}},
 	}

@@ -108,10 +108,16 @@ func (f *fixture) totals(parent string) *billingv1.UsageTotals {
 		}
 		t.EntryCount++
 		t.InputTokens += e.InputTokens
+		t.CacheReadInputTokens += e.CacheReadInputTokens
+		t.CacheWriteInputTokens += e.CacheWriteInputTokens
 		t.OutputTokens += e.OutputTokens
+		t.ReasoningTokens += e.ReasoningTokens
 		t.CostMicros += e.CostMicros
 		if !e.Priced {
 			t.UnpricedCount++
+		}
+		if e.UsageEstimated {
+			t.EstimatedCount++
 		}
 	}
 	return t

@@ -110,7 +110,16 @@ func (p *Projector) entry(ev events.Event, u *gatewayv1.UsageRecorded) (billing.
 	if u.GetLatency() != nil && (!u.GetLatency().IsValid() || u.GetLatency().AsDuration() < 0) {
 		errs = append(errs, &billing.ValidationError{Field: "latency", Reason: "must be a non-negative duration"})
 	}
-	q, err := p.prices.Quote(u.GetUpstreamModel(), u.GetInputTokens(), u.GetOutputTokens())
+	// An event from before the cache and reasoning counts carries zeros
+	// there, which price exactly as before.
+	usage := billing.Usage{
+		InputTokens:           u.GetInputTokens(),
+		CacheReadInputTokens:  u.GetCacheReadInputTokens(),
+		CacheWriteInputTokens: u.GetCacheWriteInputTokens(),
+		OutputTokens:          u.GetOutputTokens(),
+		ReasoningTokens:       u.GetReasoningTokens(),
+	}
+	q, err := p.prices.Quote(u.GetUpstreamModel(), usage)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -118,23 +127,27 @@ func (p *Projector) entry(ev events.Event, u *gatewayv1.UsageRecorded) (billing.
 		return billing.Entry{}, err
 	}
 	return billing.Entry{
-		EventID:       ev.ID,
-		Organization:  u.GetOrganization(),
-		Project:       u.GetProject(),
-		KeyID:         u.GetKeyId(),
-		Model:         u.GetModel(),
-		UpstreamModel: u.GetUpstreamModel(),
-		Provider:      u.GetProvider(),
-		InputTokens:   u.GetInputTokens(),
-		OutputTokens:  u.GetOutputTokens(),
-		CostMicros:    q.CostMicros,
-		Currency:      q.Currency,
-		Priced:        q.Priced,
-		PriceVersion:  q.Version,
-		HTTPStatus:    u.GetHttpStatus(),
-		Stream:        u.GetStream(),
-		Latency:       u.GetLatency().AsDuration(),
-		RequestTime:   u.GetRequestTime().AsTime(),
+		EventID:               ev.ID,
+		Organization:          u.GetOrganization(),
+		Project:               u.GetProject(),
+		KeyID:                 u.GetKeyId(),
+		Model:                 u.GetModel(),
+		UpstreamModel:         u.GetUpstreamModel(),
+		Provider:              u.GetProvider(),
+		InputTokens:           usage.InputTokens,
+		CacheReadInputTokens:  usage.CacheReadInputTokens,
+		CacheWriteInputTokens: usage.CacheWriteInputTokens,
+		OutputTokens:          usage.OutputTokens,
+		ReasoningTokens:       usage.ReasoningTokens,
+		UsageEstimated:        u.GetUsageEstimated(),
+		CostMicros:            q.CostMicros,
+		Currency:              q.Currency,
+		Priced:                q.Priced,
+		PriceVersion:          q.Version,
+		HTTPStatus:            u.GetHttpStatus(),
+		Stream:                u.GetStream(),
+		Latency:               u.GetLatency().AsDuration(),
+		RequestTime:           u.GetRequestTime().AsTime(),
 	}, nil
 }
 

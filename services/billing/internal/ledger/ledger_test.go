@@ -149,7 +149,8 @@ func (e *env) waitSettled(t *testing.T, seq uint64) {
 type row struct {
 	EventID                                             uuid.UUID
 	Organization, Project, KeyID, Model, Upstream, Prov string
-	In, Out, Cost                                       int64
+	In, CacheRead, CacheWrite, Out, Reasoning, Cost     int64
+	Estimated                                           bool
 	Currency                                            string
 	Priced                                              bool
 	PriceVersion                                        string
@@ -163,7 +164,8 @@ func rows(t *testing.T, pool *pgxpool.Pool) []row {
 	t.Helper()
 	rs, err := pool.Query(context.Background(), `
 		SELECT event_id, organization, project, key_id, model, upstream_model, provider, input_tokens,
-		       output_tokens, cost_micros, currency_code, priced, price_version, http_status, stream,
+		       cache_read_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens, usage_estimated,
+		       cost_micros, currency_code, priced, price_version, http_status, stream,
 		       latency_ms, occurred_at
 		  FROM ledger_entries ORDER BY occurred_at, event_id`)
 	if err != nil {
@@ -172,7 +174,7 @@ func rows(t *testing.T, pool *pgxpool.Pool) []row {
 	got, err := pgx.CollectRows(rs, func(r pgx.CollectableRow) (row, error) {
 		var x row
 		err := r.Scan(&x.EventID, &x.Organization, &x.Project, &x.KeyID, &x.Model, &x.Upstream, &x.Prov, &x.In,
-			&x.Out, &x.Cost, &x.Currency, &x.Priced, &x.PriceVersion, &x.HTTPStatus, &x.Stream, &x.LatencyMS, &x.RequestTime)
+			&x.CacheRead, &x.CacheWrite, &x.Out, &x.Reasoning, &x.Estimated, &x.Cost, &x.Currency, &x.Priced, &x.PriceVersion, &x.HTTPStatus, &x.Stream, &x.LatencyMS, &x.RequestTime)
 		x.RequestTime = x.RequestTime.UTC()
 		return x, err
 	})
@@ -259,6 +261,43 @@ func TestUsageEventsBecomeLedgerEntries(t *testing.T) {
 	}
 	if n := count(t, e.pool, `SELECT count(*) FROM dead_letters`); n != 0 {
 		t.Errorf("dead letters = %d, want 0", n)
+	}
+}
+
+// Every token kind of an event is stored, and each is priced at its own
+// rate: gpt-4o's table entry has a cached-input rate (1.25 USD per
+// million) and no cache-write rate, so writes cost the input rate (2.50);
+// reasoning is inside the output and not charged again. An event from a
+// gateway that predates the kinds prices exactly as before.
+func TestTokenKindsAreStoredAndPriced(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	prices, _ := billing.EmbeddedPrices()
+	every := usage(t, func(u *gatewayv1.UsageRecorded) {
+		u.UpstreamModel = "gpt-4o"
+		u.InputTokens, u.CacheReadInputTokens, u.CacheWriteInputTokens = 1000, 4000, 2000
+		u.OutputTokens, u.ReasoningTokens = 500, 300
+		u.UsageEstimated = true
+	})
+	old := usage(t, func(u *gatewayv1.UsageRecorded) {
+		u.UpstreamModel = "gpt-4o"
+		u.RequestTime = timestamppb.New(requestTime.Add(time.Second))
+	})
+	e.publish(t, every)
+	e.waitSettled(t, e.publish(t, old))
+
+	base := row{Organization: "orgs/acme", Project: "orgs/acme/projects/web", KeyID: "k-123", Model: "chat", Upstream: "gpt-4o",
+		Prov: "orgs/acme/providers/mock", Currency: "USD", Priced: true, PriceVersion: prices.Version(), HTTPStatus: 200, Stream: true, LatencyMS: 1500}
+	wantEvery, wantOld := base, base
+	wantEvery.EventID, wantEvery.RequestTime = every.ID, requestTime
+	wantEvery.In, wantEvery.CacheRead, wantEvery.CacheWrite, wantEvery.Out, wantEvery.Reasoning, wantEvery.Estimated = 1000, 4000, 2000, 500, 300, true
+	// 1000 × 2.50 + 4000 × 1.25 + 2000 × 2.50 + 500 × 10.00 micro-USD.
+	wantEvery.Cost = 2500 + 5000 + 5000 + 5000
+	wantOld.EventID, wantOld.RequestTime = old.ID, requestTime.Add(time.Second)
+	wantOld.In, wantOld.Out = 1000, 500
+	wantOld.Cost = 2500 + 5000 // input and output rates only, as before the kinds
+	if diff := cmp.Diff([]row{wantEvery, wantOld}, rows(t, e.pool)); diff != "" {
+		t.Errorf("ledger mismatch (-want +got):\n%s", diff)
 	}
 }
 
@@ -351,6 +390,9 @@ func TestInvalidUsageEventsArePermanent(t *testing.T) {
 		{"no key", func(u *gatewayv1.UsageRecorded) { u.KeyId = "" }},
 		{"no request time", func(u *gatewayv1.UsageRecorded) { u.RequestTime = nil }},
 		{"negative tokens", func(u *gatewayv1.UsageRecorded) { u.OutputTokens = -1 }},
+		{"negative cache reads", func(u *gatewayv1.UsageRecorded) { u.CacheReadInputTokens = -1 }},
+		{"negative cache writes", func(u *gatewayv1.UsageRecorded) { u.CacheWriteInputTokens = -1 }},
+		{"reasoning beyond the output", func(u *gatewayv1.UsageRecorded) { u.OutputTokens, u.ReasoningTokens = 10, 11 }},
 		{"negative latency", func(u *gatewayv1.UsageRecorded) { u.Latency = durationpb.New(-time.Second) }},
 	}
 	for _, tt := range tests {

@@ -25,7 +25,8 @@ var _ billing.Store = (*Store)(nil)
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 const entryColumns = `event_id, organization, project, key_id, model, upstream_model, provider,
-	input_tokens, output_tokens, cost_micros, currency_code, priced, price_version,
+	input_tokens, cache_read_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
+	usage_estimated, cost_micros, currency_code, priced, price_version,
 	http_status, stream, latency_ms, occurred_at, recorded_at`
 
 // InsertEntry appends e to the ledger inside tx, the transaction that marks
@@ -35,12 +36,14 @@ const entryColumns = `event_id, organization, project, key_id, model, upstream_m
 func InsertEntry(ctx context.Context, tx pgx.Tx, e billing.Entry) (bool, error) {
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO ledger_entries (event_id, organization, project, key_id, model, upstream_model, provider,
-			input_tokens, output_tokens, cost_micros, currency_code, priced, price_version,
+			input_tokens, cache_read_input_tokens, cache_write_input_tokens, output_tokens, reasoning_tokens,
+			usage_estimated, cost_micros, currency_code, priced, price_version,
 			http_status, stream, latency_ms, occurred_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 		ON CONFLICT (event_id) DO NOTHING`,
 		e.EventID, e.Organization, e.Project, e.KeyID, e.Model, e.UpstreamModel, e.Provider,
-		e.InputTokens, e.OutputTokens, e.CostMicros, e.Currency, e.Priced, e.PriceVersion,
+		e.InputTokens, e.CacheReadInputTokens, e.CacheWriteInputTokens, e.OutputTokens, e.ReasoningTokens,
+		e.UsageEstimated, e.CostMicros, e.Currency, e.Priced, e.PriceVersion,
 		e.HTTPStatus, e.Stream, e.Latency.Milliseconds(), e.RequestTime)
 	if err != nil {
 		return false, fmt.Errorf("insert ledger entry %s: %w", e.EventID, err)
@@ -66,7 +69,8 @@ func (s *Store) ListEntries(ctx context.Context, scope billing.Scope, after *bil
 		var e billing.Entry
 		var latencyMS int64
 		err := row.Scan(&e.EventID, &e.Organization, &e.Project, &e.KeyID, &e.Model, &e.UpstreamModel, &e.Provider,
-			&e.InputTokens, &e.OutputTokens, &e.CostMicros, &e.Currency, &e.Priced, &e.PriceVersion,
+			&e.InputTokens, &e.CacheReadInputTokens, &e.CacheWriteInputTokens, &e.OutputTokens, &e.ReasoningTokens,
+			&e.UsageEstimated, &e.CostMicros, &e.Currency, &e.Priced, &e.PriceVersion,
 			&e.HTTPStatus, &e.Stream, &latencyMS, &e.RequestTime, &e.RecordTime)
 		e.Latency = time.Duration(latencyMS) * time.Millisecond
 		return e, err
@@ -84,11 +88,15 @@ func (s *Store) Totals(ctx context.Context, scope billing.Scope) (billing.Totals
 	var currencies int
 	var currency *string
 	err := s.pool.QueryRow(ctx, `
-		SELECT count(*), COALESCE(sum(input_tokens), 0)::bigint, COALESCE(sum(output_tokens), 0)::bigint,
+		SELECT count(*), COALESCE(sum(input_tokens), 0)::bigint,
+		       COALESCE(sum(cache_read_input_tokens), 0)::bigint, COALESCE(sum(cache_write_input_tokens), 0)::bigint,
+		       COALESCE(sum(output_tokens), 0)::bigint, COALESCE(sum(reasoning_tokens), 0)::bigint,
 		       COALESCE(sum(cost_micros), 0)::bigint, count(*) FILTER (WHERE NOT priced),
+		       count(*) FILTER (WHERE usage_estimated),
 		       count(DISTINCT currency_code), min(currency_code)
 		  FROM ledger_entries WHERE `+where, args...).
-		Scan(&t.EntryCount, &t.InputTokens, &t.OutputTokens, &t.CostMicros, &t.UnpricedCount, &currencies, &currency)
+		Scan(&t.EntryCount, &t.InputTokens, &t.CacheReadInputTokens, &t.CacheWriteInputTokens, &t.OutputTokens, &t.ReasoningTokens,
+			&t.CostMicros, &t.UnpricedCount, &t.EstimatedCount, &currencies, &currency)
 	if err != nil {
 		return billing.Totals{}, fmt.Errorf("sum ledger entries: %w", unavailable(err))
 	}

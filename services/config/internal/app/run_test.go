@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -145,6 +146,29 @@ func TestServe(t *testing.T) {
 	}
 	if m, err := stream.Recv(); err != nil || m.GetUpsert().GetOrganization().GetName() != "orgs/acme" {
 		t.Errorf("WatchConfig change = %v, %v; want the new organization", m, err)
+	}
+
+	// A provider with settings over REST: a PATCH without a mask that sets
+	// one settings field changes that field alone (the mask REST infers
+	// from the body names vertex.location, not vertex).
+	saKey := `{"type": "service_account", "client_email": "moat@p.iam.gserviceaccount.com",
+		"private_key": "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"}`
+	body, err := json.Marshal(map[string]any{"type": "TYPE_VERTEX_AI", "credential": saKey,
+		"vertex": map[string]string{"project": "my-project", "location": "us-central1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := do(t, http.MethodPost, base+"/orgs/acme/providers?providerId=vertex", adminKey, string(body)); code != http.StatusOK ||
+		!strings.Contains(body, `"vertex":{"project":"my-project","location":"us-central1"}`) || strings.Contains(body, "PRIVATE KEY") {
+		t.Errorf("POST /orgs/acme/providers (vertex) = %d %s, want 200 with the settings and no credential", code, body)
+	}
+	if code, body := do(t, http.MethodPatch, base+"/orgs/acme/providers/vertex", adminKey, `{"vertex":{"location":"europe-west4"}}`); code != http.StatusOK ||
+		!strings.Contains(body, `"vertex":{"project":"my-project","location":"europe-west4"}`) {
+		t.Errorf("PATCH /orgs/acme/providers/vertex without an explicit mask = %d %s, want 200 with only the location changed", code, body)
+	}
+	if code, body := do(t, http.MethodPost, base+"/orgs/acme/providers?providerId=azure", adminKey, `{"type":"TYPE_AZURE_OPENAI","credential":"k"}`); code != http.StatusBadRequest ||
+		!strings.Contains(body, "provider.base_url") {
+		t.Errorf("POST /orgs/acme/providers (azure without base_url) = %d %s, want 400 naming provider.base_url", code, body)
 	}
 
 	// The refused and the allowed create both reach the CONFIG stream.

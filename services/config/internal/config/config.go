@@ -36,12 +36,27 @@ type Project struct {
 	Version     int64
 }
 
-// ProviderType is the wire protocol a provider speaks.
+// ProviderType is the API a provider speaks.
 type ProviderType string
 
-// ProviderOpenAICompatible is the OpenAI chat-completions protocol, the only
-// one gateways speak so far.
-const ProviderOpenAICompatible ProviderType = "openai_compatible"
+// The provider types. The values are what the database stores.
+const (
+	// ProviderOpenAICompatible is the OpenAI chat-completions API of
+	// compatible servers, at a base URL the admin sets.
+	ProviderOpenAICompatible ProviderType = "openai_compatible"
+	// ProviderOpenAI is OpenAI's own API.
+	ProviderOpenAI ProviderType = "openai"
+	// ProviderAzureOpenAI is Azure OpenAI, at the admin's resource endpoint.
+	ProviderAzureOpenAI ProviderType = "azure_openai"
+	// ProviderAnthropic is Anthropic's Messages API.
+	ProviderAnthropic ProviderType = "anthropic"
+	// ProviderGemini is the Gemini API of Google AI Studio.
+	ProviderGemini ProviderType = "gemini"
+	// ProviderVertexAI is Google Cloud Vertex AI.
+	ProviderVertexAI ProviderType = "vertex_ai"
+	// ProviderBedrock is Amazon Bedrock's runtime API.
+	ProviderBedrock ProviderType = "bedrock"
+)
 
 // Provider is a model provider an organization configured. Its credential
 // exists in this package only sealed: the plaintext is sealed by Service on
@@ -51,13 +66,39 @@ type Provider struct {
 	Name        string
 	DisplayName string
 	Type        ProviderType
-	// BaseURL is where requests go: {BaseURL}/chat/completions and so on.
+	// BaseURL is the API base URL as the admin set it. It is empty when the
+	// type has a default endpoint and the admin set none; gateways apply
+	// the default, so that it follows the Vertex location or the Bedrock
+	// region.
 	BaseURL string
-	// Credential is the sealed API key, nil when the provider has none.
+	// Azure, Vertex and Bedrock are the settings of the type of the same
+	// name; at most the one of the provider's type is set.
+	Azure   *AzureSettings
+	Vertex  *VertexSettings
+	Bedrock *BedrockSettings
+	// Credential is the sealed credential, nil when the provider has none.
 	Credential *Sealed
 	CreateTime time.Time
 	UpdateTime time.Time
 	Version    int64
+}
+
+// AzureSettings are the settings of an Azure OpenAI provider.
+type AzureSettings struct {
+	// APIVersion is the api-version, e.g. 2024-10-21; empty means the
+	// versionless v1 API.
+	APIVersion string
+}
+
+// VertexSettings are the settings of a Vertex AI provider.
+type VertexSettings struct {
+	Project  string
+	Location string
+}
+
+// BedrockSettings are the settings of a Bedrock provider.
+type BedrockSettings struct {
+	Region string
 }
 
 // Sealed is a secret under envelope encryption: Ciphertext is the secret

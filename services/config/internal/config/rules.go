@@ -14,7 +14,6 @@ const (
 	maxModel         = 128  // bytes of printable ASCII
 	maxUpstreamModel = 256  // bytes of printable ASCII
 	maxBaseURL       = 2048 // bytes
-	maxCredential    = 4096 // bytes of visible ASCII
 )
 
 // OrganizationName returns orgs/{org}.
@@ -182,32 +181,9 @@ func checkBaseURL(field, s string) error {
 	return nil
 }
 
-// normalizeBaseURL drops trailing slashes, because gateways append
-// "/chat/completions" and friends.
+// normalizeBaseURL drops trailing slashes, because gateways append each
+// API's paths ("/chat/completions", "/messages", "/openai/v1/...").
 func normalizeBaseURL(s string) string { return strings.TrimRight(s, "/") }
-
-// checkCredential allows what an HTTP Authorization header can carry as a
-// token: visible ASCII without spaces. Anything else (a newline in
-// particular) would let a credential inject headers at the gateway. The
-// message never quotes the value.
-func checkCredential(field, s string) error {
-	if len(s) > maxCredential {
-		return invalid(field, "must be at most %d bytes", maxCredential)
-	}
-	for i := range len(s) {
-		if s[i] <= 0x20 || s[i] > 0x7e {
-			return invalid(field, "must be visible ASCII characters without spaces")
-		}
-	}
-	return nil
-}
-
-func checkProviderType(field string, t ProviderType) error {
-	if t != ProviderOpenAICompatible {
-		return invalid(field, "must be TYPE_OPENAI_COMPATIBLE")
-	}
-	return nil
-}
 
 // Update masks. Each resource lists the paths an update may name and its
 // output-only fields, so that a mask naming one of those is refused with a
@@ -220,9 +196,14 @@ var (
 		updatable:  []string{"display_name"},
 		outputOnly: []string{"create_time", "update_time"},
 	}
-	projectMask  = organizationMask
+	projectMask = organizationMask
+	// providerMask takes the settings messages whole ("vertex", which
+	// clears them when the request leaves them unset) or field by field
+	// ("vertex.project"), which is what the REST mapping infers from a JSON
+	// body that sets one of their fields.
 	providerMask = mask{
-		updatable:  []string{"display_name", "type", "base_url", "credential"},
+		updatable: []string{"display_name", "type", "base_url", "credential",
+			"azure", "azure.api_version", "vertex", "vertex.project", "vertex.location", "bedrock", "bedrock.region"},
 		outputOnly: []string{"has_credential", "create_time", "update_time"},
 	}
 	routeMask = mask{

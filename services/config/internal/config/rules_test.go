@@ -147,18 +147,18 @@ func TestCheckModelAndCredential(t *testing.T) {
 	}
 
 	const secret = "sk-live-abc\r\nX-Injected: yes"
-	err := checkCredential("provider.credential", secret)
+	err := checkAPIKey("provider.credential", secret)
 	if reason(err, "provider.credential") == "" || strings.Contains(err.Error(), "sk-live") {
-		t.Errorf("checkCredential(secret with CRLF) = %v, want a validation error that does not quote it", err)
+		t.Errorf("checkAPIKey(secret with CRLF) = %v, want a validation error that does not quote it", err)
 	}
-	for _, c := range []string{"", "sk-abc_DEF.123", strings.Repeat("k", maxCredential)} {
-		if err := checkCredential("provider.credential", c); err != nil {
-			t.Errorf("checkCredential(len %d) = %v, want nil", len(c), err)
+	for _, c := range []string{"", "sk-abc_DEF.123", strings.Repeat("k", maxAPIKey)} {
+		if err := checkAPIKey("provider.credential", c); err != nil {
+			t.Errorf("checkAPIKey(len %d) = %v, want nil", len(c), err)
 		}
 	}
-	for _, c := range []string{"with space", strings.Repeat("k", maxCredential+1), "caf\u00e9"} {
-		if err := checkCredential("provider.credential", c); err == nil {
-			t.Errorf("checkCredential(len %d) = nil, want an error", len(c))
+	for _, c := range []string{"with space", strings.Repeat("k", maxAPIKey+1), "caf\u00e9"} {
+		if err := checkAPIKey("provider.credential", c); err == nil {
+			t.Errorf("checkAPIKey(len %d) = nil, want an error", len(c))
 		}
 	}
 }
@@ -187,6 +187,9 @@ func TestMaskCheck(t *testing.T) {
 		err   string
 	}{
 		{"one field", providerMask, []string{"base_url"}, map[string]bool{"base_url": true}, ""},
+		{"settings whole and by field", providerMask, []string{"vertex", "bedrock.region", "azure.api_version"},
+			map[string]bool{"vertex": true, "bedrock.region": true, "azure.api_version": true}, ""},
+		{"unknown settings field", providerMask, []string{"vertex.region"}, nil, "unknown field"},
 		{"name is ignored", providerMask, []string{"name", "credential"}, map[string]bool{"credential": true}, ""},
 		{"empty", providerMask, nil, nil, "required"},
 		{"only name", providerMask, []string{"name"}, nil, "names no field"},

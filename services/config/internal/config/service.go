@@ -264,7 +264,7 @@ func (s *Service) CreateProvider(ctx context.Context, a AuditRecord, parent, id 
 	if err := checkID("provider_id", id); err != nil {
 		return Provider{}, err
 	}
-	if err := checkProviderFields(p, credential, nil); err != nil {
+	if err := checkProviderFields(p, nil); err != nil {
 		return Provider{}, err
 	}
 	p = Provider{
@@ -272,6 +272,15 @@ func (s *Service) CreateProvider(ctx context.Context, a AuditRecord, parent, id 
 		DisplayName: p.DisplayName,
 		Type:        p.Type,
 		BaseURL:     normalizeBaseURL(p.BaseURL),
+		Azure:       p.Azure,
+		Vertex:      p.Vertex,
+		Bedrock:     p.Bedrock,
+	}
+	if err := checkProvider(p); err != nil {
+		return Provider{}, err
+	}
+	if err := checkCredential("provider.credential", p.Type, credential); err != nil {
+		return Provider{}, err
 	}
 	if credential != "" {
 		if p.Credential, err = s.seal(p.Name, credential); err != nil {
@@ -304,6 +313,12 @@ func (s *Service) ListProviders(ctx context.Context, parent string, pageSize int
 
 // UpdateProvider changes the fields of p.Name named by paths. Naming
 // "credential" with an empty credential removes the stored one.
+//
+// The rules that tie fields to the type are checked on the provider as
+// the update leaves it, so a mask naming only type (or only base_url)
+// cannot produce a provider its type refuses. A type change that needs
+// another kind of credential (an API key to a service-account key, say)
+// must name credential too: config cannot re-check a sealed credential.
 func (s *Service) UpdateProvider(ctx context.Context, a AuditRecord, p Provider, credential string, paths []string) (Provider, error) {
 	if _, _, ok := ParseProviderName(p.Name); !ok {
 		return Provider{}, invalid("provider.name", "must be orgs/{org}/providers/{provider}")
@@ -312,16 +327,11 @@ func (s *Service) UpdateProvider(ctx context.Context, a AuditRecord, p Provider,
 	if err != nil {
 		return Provider{}, err
 	}
-	if err := checkProviderFields(p, credential, set); err != nil {
+	if err := checkProviderFields(p, set); err != nil {
 		return Provider{}, err
 	}
-	var sealed *Sealed
-	if set["credential"] && credential != "" {
-		if sealed, err = s.seal(p.Name, credential); err != nil {
-			return Provider{}, err
-		}
-	}
 	return s.store.UpdateProvider(ctx, p.Name, func(cur *Provider) error {
+		oldType, hadCredential := cur.Type, cur.Credential != nil
 		if set["display_name"] {
 			cur.DisplayName = p.DisplayName
 		}
@@ -331,11 +341,87 @@ func (s *Service) UpdateProvider(ctx context.Context, a AuditRecord, p Provider,
 		if set["base_url"] {
 			cur.BaseURL = normalizeBaseURL(p.BaseURL)
 		}
-		if set["credential"] {
-			cur.Credential = sealed
+		applySettings(cur, p, set)
+		if err := checkProvider(*cur); err != nil {
+			return err
+		}
+		switch {
+		case set["credential"]:
+			if err := checkCredential("provider.credential", cur.Type, credential); err != nil {
+				return err
+			}
+			cur.Credential = nil
+			if credential != "" {
+				sealed, err := s.seal(p.Name, credential)
+				if err != nil {
+					return err
+				}
+				cur.Credential = sealed
+			}
+		case !hadCredential:
+			// No credential is also a credential some types refuse.
+			if err := checkCredential("provider.credential", cur.Type, ""); err != nil {
+				return err
+			}
+		case providerTypes[cur.Type].credential != providerTypes[oldType].credential:
+			return invalid("provider.credential", "must be set again, naming credential in update_mask: %s and %s take different credentials",
+				providerTypes[oldType].api, providerTypes[cur.Type].api)
 		}
 		return nil
 	}, a)
+}
+
+// applySettings copies the settings paths of set from p to cur. A whole
+// message path replaces the message, clearing it when p has none; a field
+// path creates the message if needed and sets that field alone.
+func applySettings(cur *Provider, p Provider, set map[string]bool) {
+	if set["azure"] {
+		cur.Azure = clone(p.Azure)
+	}
+	if set["azure.api_version"] {
+		az := deref(cur.Azure)
+		az.APIVersion = deref(p.Azure).APIVersion
+		cur.Azure = &az
+	}
+	if set["vertex"] {
+		cur.Vertex = clone(p.Vertex)
+	}
+	if set["vertex.project"] || set["vertex.location"] {
+		v, in := deref(cur.Vertex), deref(p.Vertex)
+		if set["vertex.project"] {
+			v.Project = in.Project
+		}
+		if set["vertex.location"] {
+			v.Location = in.Location
+		}
+		cur.Vertex = &v
+	}
+	if set["bedrock"] {
+		cur.Bedrock = clone(p.Bedrock)
+	}
+	if set["bedrock.region"] {
+		b := deref(cur.Bedrock)
+		b.Region = deref(p.Bedrock).Region
+		cur.Bedrock = &b
+	}
+}
+
+// clone returns a copy of *v, or nil.
+func clone[T any](v *T) *T {
+	if v == nil {
+		return nil
+	}
+	c := *v
+	return &c
+}
+
+// deref returns *v, or the zero T for nil.
+func deref[T any](v *T) T {
+	if v == nil {
+		var zero T
+		return zero
+	}
+	return *v
 }
 
 // DeleteProvider deletes a provider that no live route uses. Its sealed
@@ -347,9 +433,11 @@ func (s *Service) DeleteProvider(ctx context.Context, a AuditRecord, name string
 	return s.store.DeleteProvider(ctx, name, a)
 }
 
-// checkProviderFields validates the fields of p in set (every field when
-// set is nil, as on create).
-func checkProviderFields(p Provider, credential string, set map[string]bool) error {
+// checkProviderFields validates, one by one, the fields of p in set (every
+// field when set is nil, as on create). The credential and the rules that
+// depend on the type are checked on the resulting provider (checkProvider,
+// checkCredential).
+func checkProviderFields(p Provider, set map[string]bool) error {
 	in := func(f string) bool { return set == nil || set[f] }
 	if in("display_name") {
 		if err := checkDisplayName("provider.display_name", p.DisplayName); err != nil {
@@ -361,13 +449,10 @@ func checkProviderFields(p Provider, credential string, set map[string]bool) err
 			return err
 		}
 	}
-	if in("base_url") {
+	// An empty base URL means the type's default; checkProvider refuses it
+	// for the types that have none.
+	if in("base_url") && p.BaseURL != "" {
 		if err := checkBaseURL("provider.base_url", p.BaseURL); err != nil {
-			return err
-		}
-	}
-	if in("credential") {
-		if err := checkCredential("provider.credential", credential); err != nil {
 			return err
 		}
 	}

@@ -48,36 +48,53 @@ func projectOut(p config.Project) *configv1.Project {
 // providerIn leaves the credential out: it travels to the service as a
 // separate argument and is sealed there.
 func providerIn(p *configv1.Provider) config.Provider {
-	return config.Provider{
+	out := config.Provider{
 		Name:        p.GetName(),
 		DisplayName: p.GetDisplayName(),
 		Type:        providerTypeIn(p.GetType()),
 		BaseURL:     p.GetBaseUrl(),
 	}
+	if az := p.GetAzure(); az != nil {
+		out.Azure = &config.AzureSettings{APIVersion: az.GetApiVersion()}
+	}
+	if v := p.GetVertex(); v != nil {
+		out.Vertex = &config.VertexSettings{Project: v.GetProject(), Location: v.GetLocation()}
+	}
+	if b := p.GetBedrock(); b != nil {
+		out.Bedrock = &config.BedrockSettings{Region: b.GetRegion()}
+	}
+	return out
+}
+
+// providerTypes maps the API's provider types to the domain's; a type
+// missing here is refused by validation.
+var providerTypes = map[configv1.Provider_Type]config.ProviderType{
+	configv1.Provider_TYPE_OPENAI_COMPATIBLE: config.ProviderOpenAICompatible,
+	configv1.Provider_TYPE_OPENAI:            config.ProviderOpenAI,
+	configv1.Provider_TYPE_AZURE_OPENAI:      config.ProviderAzureOpenAI,
+	configv1.Provider_TYPE_ANTHROPIC:         config.ProviderAnthropic,
+	configv1.Provider_TYPE_GEMINI:            config.ProviderGemini,
+	configv1.Provider_TYPE_VERTEX_AI:         config.ProviderVertexAI,
+	configv1.Provider_TYPE_BEDROCK:           config.ProviderBedrock,
 }
 
 func providerTypeIn(t configv1.Provider_Type) config.ProviderType {
-	switch t {
-	case configv1.Provider_TYPE_OPENAI_COMPATIBLE:
-		return config.ProviderOpenAICompatible
-	default:
-		return "" // refused by validation
-	}
+	return providerTypes[t] // "" when unknown: refused by validation
 }
 
 func providerTypeOut(t config.ProviderType) configv1.Provider_Type {
-	switch t {
-	case config.ProviderOpenAICompatible:
-		return configv1.Provider_TYPE_OPENAI_COMPATIBLE
-	default:
-		return configv1.Provider_TYPE_UNSPECIFIED
+	for api, domain := range providerTypes {
+		if domain == t {
+			return api
+		}
 	}
+	return configv1.Provider_TYPE_UNSPECIFIED
 }
 
 // providerOut is the provider as the admin API shows it: whether a
 // credential is stored, never the credential, sealed or not.
 func providerOut(p config.Provider) *configv1.Provider {
-	return &configv1.Provider{
+	out := &configv1.Provider{
 		Name:          p.Name,
 		DisplayName:   p.DisplayName,
 		Type:          providerTypeOut(p.Type),
@@ -86,6 +103,16 @@ func providerOut(p config.Provider) *configv1.Provider {
 		CreateTime:    timestamp(p.CreateTime),
 		UpdateTime:    timestamp(p.UpdateTime),
 	}
+	if az := p.Azure; az != nil {
+		out.Azure = &configv1.AzureSettings{ApiVersion: az.APIVersion}
+	}
+	if v := p.Vertex; v != nil {
+		out.Vertex = &configv1.VertexSettings{Project: v.Project, Location: v.Location}
+	}
+	if b := p.Bedrock; b != nil {
+		out.Bedrock = &configv1.BedrockSettings{Region: b.Region}
+	}
+	return out
 }
 
 // gatewayProviderOut is the provider as gateways get it: with the sealed

@@ -13,6 +13,7 @@ import (
 
 const selectProviders = `
 	SELECT v.id, v.organization_id, o.name, v.name, v.display_name, v.type, v.base_url,
+	       v.azure_api_version, v.vertex_project, v.vertex_location, v.bedrock_region,
 	       v.kek_id, v.wrapped_key, v.ciphertext, v.version,
 	       v.created_at, v.updated_at, v.deleted_at IS NOT NULL
 	FROM providers v
@@ -27,11 +28,21 @@ type providerRow struct {
 func scanProvider(row pgx.CollectableRow) (providerRow, error) {
 	var r providerRow
 	var org, provider string
-	var kekID *string
+	var kekID, azureAPIVersion, vertexProject, vertexLocation, bedrockRegion *string
 	var wrapped, ciphertext []byte
 	err := row.Scan(&r.id, &r.orgID, &org, &provider, &r.DisplayName, &r.Type, &r.BaseURL,
+		&azureAPIVersion, &vertexProject, &vertexLocation, &bedrockRegion,
 		&kekID, &wrapped, &ciphertext, &r.Version, &r.CreateTime, &r.UpdateTime, &r.deleted)
 	r.Name = config.ProviderName(org, provider)
+	if azureAPIVersion != nil {
+		r.Azure = &config.AzureSettings{APIVersion: *azureAPIVersion}
+	}
+	if vertexProject != nil && vertexLocation != nil {
+		r.Vertex = &config.VertexSettings{Project: *vertexProject, Location: *vertexLocation}
+	}
+	if bedrockRegion != nil {
+		r.Bedrock = &config.BedrockSettings{Region: *bedrockRegion}
+	}
 	if kekID != nil {
 		r.Credential = &config.Sealed{KEKID: *kekID, WrappedKey: wrapped, Ciphertext: ciphertext}
 	}
@@ -39,6 +50,22 @@ func scanProvider(row pgx.CollectableRow) (providerRow, error) {
 }
 
 func (r providerRow) rowID() uuid.UUID { return r.id }
+
+// settingsColumns returns the azure_api_version, vertex_project,
+// vertex_location and bedrock_region values of p: NULL for the settings p
+// has none of.
+func settingsColumns(p config.Provider) (azureAPIVersion, vertexProject, vertexLocation, bedrockRegion any) {
+	if p.Azure != nil {
+		azureAPIVersion = p.Azure.APIVersion
+	}
+	if p.Vertex != nil {
+		vertexProject, vertexLocation = p.Vertex.Project, p.Vertex.Location
+	}
+	if p.Bedrock != nil {
+		bedrockRegion = p.Bedrock.Region
+	}
+	return azureAPIVersion, vertexProject, vertexLocation, bedrockRegion
+}
 
 // sealedColumns returns the kek_id, wrapped_key and ciphertext values of c:
 // all NULL when there is no credential.
@@ -77,11 +104,14 @@ func (s *Store) CreateProvider(ctx context.Context, p config.Provider, requestID
 			return err
 		}
 		kekID, wrapped, ciphertext := sealedColumns(p.Credential)
+		azureAPIVersion, vertexProject, vertexLocation, bedrockRegion := settingsColumns(p)
 		_, err = tx.Exec(ctx, `
 			INSERT INTO providers (id, organization_id, name, display_name, type, base_url,
+			                       azure_api_version, vertex_project, vertex_location, bedrock_region,
 			                       kek_id, wrapped_key, ciphertext, request_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 			id, parent.id, provider, p.DisplayName, string(p.Type), p.BaseURL,
+			azureAPIVersion, vertexProject, vertexLocation, bedrockRegion,
 			kekID, wrapped, ciphertext, nullable(requestID))
 		if uniqueViolation(err, "providers_live_name_idx") {
 			return fmt.Errorf("provider %s: %w", p.Name, config.ErrAlreadyExists)
@@ -136,13 +166,17 @@ func (s *Store) UpdateProvider(ctx context.Context, name string, update func(*co
 			return err
 		}
 		kekID, wrapped, ciphertext := sealedColumns(p.Credential)
+		azureAPIVersion, vertexProject, vertexLocation, bedrockRegion := settingsColumns(p)
 		if _, err := tx.Exec(ctx, `
 			UPDATE providers
 			SET display_name = $2, type = $3, base_url = $4,
-			    kek_id = $5, wrapped_key = $6, ciphertext = $7,
+			    azure_api_version = $5, vertex_project = $6, vertex_location = $7, bedrock_region = $8,
+			    kek_id = $9, wrapped_key = $10, ciphertext = $11,
 			    version = nextval('config_version'), updated_at = now()
 			WHERE id = $1`,
-			r.id, p.DisplayName, string(p.Type), p.BaseURL, kekID, wrapped, ciphertext); err != nil {
+			r.id, p.DisplayName, string(p.Type), p.BaseURL,
+			azureAPIVersion, vertexProject, vertexLocation, bedrockRegion,
+			kekID, wrapped, ciphertext); err != nil {
 			return fmt.Errorf("update provider %s: %w", name, err)
 		}
 		out, err = providerByID(ctx, tx, r.id)

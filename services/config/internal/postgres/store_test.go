@@ -627,3 +627,93 @@ func TestMigrationRetiresDeletedIDs(t *testing.T) {
 		})
 	}
 }
+
+// The settings of each type are stored and read back as set, and the
+// database refuses settings of another type than the row's.
+func TestProviderSettings(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+	seed(t, s)
+	ignore := cmpopts.IgnoreFields(config.Provider{}, "CreateTime", "UpdateTime", "Version")
+	providers := []config.Provider{
+		{Name: "orgs/acme/providers/azure", Type: config.ProviderAzureOpenAI, BaseURL: "https://myres.openai.azure.com",
+			Azure: &config.AzureSettings{APIVersion: "2024-10-21"}},
+		{Name: "orgs/acme/providers/azure-v1", Type: config.ProviderAzureOpenAI, BaseURL: "https://myres.openai.azure.com",
+			Azure: &config.AzureSettings{}},
+		{Name: "orgs/acme/providers/vertex", Type: config.ProviderVertexAI,
+			Vertex:     &config.VertexSettings{Project: "my-project", Location: "global"},
+			Credential: &config.Sealed{KEKID: "k1", WrappedKey: []byte("w"), Ciphertext: []byte("c")}},
+		{Name: "orgs/acme/providers/bedrock", Type: config.ProviderBedrock, Bedrock: &config.BedrockSettings{Region: "us-east-1"}},
+		{Name: "orgs/acme/providers/anthropic", Type: config.ProviderAnthropic},
+	}
+	for _, p := range providers {
+		created := must[config.Provider](t)(s.CreateProvider(ctx, p, "", audit("CreateProvider")))
+		if diff := cmp.Diff(p, created, ignore); diff != "" {
+			t.Errorf("CreateProvider %s mismatch (-want +got):\n%s", p.Name, diff)
+		}
+		if diff := cmp.Diff(p, must[config.Provider](t)(s.Provider(ctx, p.Name)), ignore); diff != "" {
+			t.Errorf("Provider %s mismatch (-want +got):\n%s", p.Name, diff)
+		}
+	}
+	changed := must[config.Provider](t)(s.UpdateProvider(ctx, "orgs/acme/providers/vertex", func(p *config.Provider) error {
+		p.Type, p.Vertex, p.Bedrock, p.Credential = config.ProviderBedrock, nil, &config.BedrockSettings{Region: "eu-west-1"}, nil
+		return nil
+	}, audit("UpdateProvider")))
+	want := config.Provider{Name: "orgs/acme/providers/vertex", Type: config.ProviderBedrock, Bedrock: &config.BedrockSettings{Region: "eu-west-1"}}
+	if diff := cmp.Diff(want, changed, ignore); diff != "" {
+		t.Errorf("UpdateProvider mismatch (-want +got):\n%s", diff)
+	}
+	snap := must[config.Snapshot](t)(s.Snapshot(ctx))
+	if len(snap.Providers) != len(providers)+1 || snap.Providers[1].Azure == nil || snap.Providers[1].Azure.APIVersion != "2024-10-21" {
+		t.Errorf("Snapshot providers = %+v, want every provider with its settings", snap.Providers)
+	}
+
+	for _, sql := range []string{
+		`UPDATE providers SET vertex_project = 'p', vertex_location = 'global' WHERE name = 'anthropic'`,
+		`UPDATE providers SET azure_api_version = '' WHERE name = 'bedrock'`,
+		`UPDATE providers SET bedrock_region = 'us-east-1' WHERE name = 'azure'`,
+		`UPDATE providers SET type = 'vertex_ai', azure_api_version = NULL, vertex_project = 'p' WHERE name = 'azure-v1'`,
+		`UPDATE providers SET type = 'cohere' WHERE name = 'anthropic'`,
+	} {
+		var pe *pgconn.PgError
+		if _, err := pool.Exec(ctx, sql); !errors.As(err, &pe) || pe.Code != "23514" {
+			t.Errorf("%s = %v, want a check violation", sql, err)
+		}
+	}
+}
+
+// Migration 00004 keeps the providers an older release stored, without
+// settings; migrating back down is refused while providers of the new
+// types are live, naming them.
+func TestMigrationProviderTypes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := pgtest.NewDatabase(t, events.Migrations, migrationsBefore(t, "00004"))
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO organizations (id, name) VALUES ('0190b0a4-7c2e-7000-8000-00000000000a', 'acme');
+		INSERT INTO providers (id, organization_id, name, type, base_url)
+		VALUES ('0190b0a4-7c2e-7000-8000-0000000000b1', '0190b0a4-7c2e-7000-8000-00000000000a', 'old', 'openai_compatible', 'http://x');`); err != nil {
+		t.Fatalf("seed the old schema: %v", err)
+	}
+	if err := pg.Migrate(ctx, pool, events.Migrations, postgres.Migrations); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	s := postgres.NewStore(pool, nil)
+	old := must[config.Provider](t)(s.Provider(ctx, "orgs/acme/providers/old"))
+	if old.Type != config.ProviderOpenAICompatible || old.BaseURL != "http://x" || old.Azure != nil || old.Vertex != nil || old.Bedrock != nil {
+		t.Errorf("provider from before the migration = %+v, want it unchanged, without settings", old)
+	}
+	must[config.Provider](t)(s.CreateProvider(ctx, config.Provider{Name: "orgs/acme/providers/claude", Type: config.ProviderAnthropic}, "", audit("CreateProvider")))
+	err := pg.MigrateDown(ctx, pool, postgres.Migrations)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || !strings.Contains(pe.Message, "orgs/acme/providers/claude") || pe.Hint == "" {
+		t.Fatalf("migrate down = %v, want a PostgreSQL error naming orgs/acme/providers/claude, with a hint", err)
+	}
+	if err := s.DeleteProvider(ctx, "orgs/acme/providers/claude", audit("DeleteProvider")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.MigrateDown(ctx, pool, postgres.Migrations); err != nil {
+		t.Fatalf("migrate down without live providers of the new types: %v", err)
+	}
+}

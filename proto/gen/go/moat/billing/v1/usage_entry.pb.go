@@ -38,11 +38,14 @@ type UsageEntry struct {
 	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
 	// The provider's model the request went to.
 	UpstreamModel string `protobuf:"bytes,5,opt,name=upstream_model,json=upstreamModel,proto3" json:"upstream_model,omitempty"`
-	// Prompt tokens.
+	// Input (prompt) tokens neither read from nor written to a prompt cache.
+	// The request's whole input is input_tokens + cache_read_input_tokens +
+	// cache_write_input_tokens.
 	InputTokens int64 `protobuf:"varint,6,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
-	// Completion tokens.
+	// All output (completion) tokens, reasoning_tokens included.
 	OutputTokens int64 `protobuf:"varint,7,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
-	// The cost in millionths of the currency unit (micro-USD).
+	// The cost in millionths of the currency unit (micro-USD): every kind of
+	// token at its own rate, rounded up once per entry.
 	CostMicros int64 `protobuf:"varint,8,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
 	// ISO 4217 currency of the cost, e.g. USD.
 	CurrencyCode string `protobuf:"bytes,9,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
@@ -54,9 +57,21 @@ type UsageEntry struct {
 	// When the request arrived at the gateway.
 	RequestTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=request_time,json=requestTime,proto3" json:"request_time,omitempty"`
 	// When billing recorded the entry.
-	RecordTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=record_time,json=recordTime,proto3" json:"record_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RecordTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=record_time,json=recordTime,proto3" json:"record_time,omitempty"`
+	// Input tokens read from the provider's prompt cache; not in
+	// input_tokens.
+	CacheReadInputTokens int64 `protobuf:"varint,14,opt,name=cache_read_input_tokens,json=cacheReadInputTokens,proto3" json:"cache_read_input_tokens,omitempty"`
+	// Input tokens written to the provider's prompt cache; not in
+	// input_tokens.
+	CacheWriteInputTokens int64 `protobuf:"varint,15,opt,name=cache_write_input_tokens,json=cacheWriteInputTokens,proto3" json:"cache_write_input_tokens,omitempty"`
+	// The part of output_tokens spent on reasoning. Informational: it is
+	// priced as output, inside output_tokens, and never charged twice.
+	ReasoningTokens int64 `protobuf:"varint,16,opt,name=reasoning_tokens,json=reasoningTokens,proto3" json:"reasoning_tokens,omitempty"`
+	// True when the provider reported no usage and the token counts (and so
+	// the cost) are the gateway's estimate.
+	UsageEstimated bool `protobuf:"varint,17,opt,name=usage_estimated,json=usageEstimated,proto3" json:"usage_estimated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UsageEntry) Reset() {
@@ -180,14 +195,42 @@ func (x *UsageEntry) GetRecordTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *UsageEntry) GetCacheReadInputTokens() int64 {
+	if x != nil {
+		return x.CacheReadInputTokens
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetCacheWriteInputTokens() int64 {
+	if x != nil {
+		return x.CacheWriteInputTokens
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetReasoningTokens() int64 {
+	if x != nil {
+		return x.ReasoningTokens
+	}
+	return 0
+}
+
+func (x *UsageEntry) GetUsageEstimated() bool {
+	if x != nil {
+		return x.UsageEstimated
+	}
+	return false
+}
+
 // UsageTotals sums usage entries.
 type UsageTotals struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How many entries were summed.
 	EntryCount int64 `protobuf:"varint,1,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
-	// Total prompt tokens.
+	// Total uncached input tokens (see UsageEntry.input_tokens).
 	InputTokens int64 `protobuf:"varint,2,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
-	// Total completion tokens.
+	// Total output tokens, reasoning tokens included.
 	OutputTokens int64 `protobuf:"varint,3,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// Total cost in micro-units of currency_code.
 	CostMicros int64 `protobuf:"varint,4,opt,name=cost_micros,json=costMicros,proto3" json:"cost_micros,omitempty"`
@@ -195,8 +238,16 @@ type UsageTotals struct {
 	CurrencyCode string `protobuf:"bytes,5,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// How many of the entries had no price.
 	UnpricedCount int64 `protobuf:"varint,6,opt,name=unpriced_count,json=unpricedCount,proto3" json:"unpriced_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Total input tokens read from prompt caches.
+	CacheReadInputTokens int64 `protobuf:"varint,7,opt,name=cache_read_input_tokens,json=cacheReadInputTokens,proto3" json:"cache_read_input_tokens,omitempty"`
+	// Total input tokens written to prompt caches.
+	CacheWriteInputTokens int64 `protobuf:"varint,8,opt,name=cache_write_input_tokens,json=cacheWriteInputTokens,proto3" json:"cache_write_input_tokens,omitempty"`
+	// Total reasoning tokens, a part of output_tokens.
+	ReasoningTokens int64 `protobuf:"varint,9,opt,name=reasoning_tokens,json=reasoningTokens,proto3" json:"reasoning_tokens,omitempty"`
+	// How many of the entries carry estimated usage (usage_estimated).
+	EstimatedCount int64 `protobuf:"varint,10,opt,name=estimated_count,json=estimatedCount,proto3" json:"estimated_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UsageTotals) Reset() {
@@ -271,11 +322,39 @@ func (x *UsageTotals) GetUnpricedCount() int64 {
 	return 0
 }
 
+func (x *UsageTotals) GetCacheReadInputTokens() int64 {
+	if x != nil {
+		return x.CacheReadInputTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetCacheWriteInputTokens() int64 {
+	if x != nil {
+		return x.CacheWriteInputTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetReasoningTokens() int64 {
+	if x != nil {
+		return x.ReasoningTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetEstimatedCount() int64 {
+	if x != nil {
+		return x.EstimatedCount
+	}
+	return 0
+}
+
 var File_moat_billing_v1_usage_entry_proto protoreflect.FileDescriptor
 
 const file_moat_billing_v1_usage_entry_proto_rawDesc = "" +
 	"\n" +
-	"!moat/billing/v1/usage_entry.proto\x12\x0fmoat.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x03\n" +
+	"!moat/billing/v1/usage_entry.proto\x12\x0fmoat.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x05\n" +
 	"\n" +
 	"UsageEntry\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\bR\x04name\x12\x18\n" +
@@ -293,7 +372,11 @@ const file_moat_billing_v1_usage_entry_proto_rawDesc = "" +
 	"\rprice_version\x18\v \x01(\tR\fpriceVersion\x12=\n" +
 	"\frequest_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vrequestTime\x12@\n" +
 	"\vrecord_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"recordTime\"\xe3\x01\n" +
+	"recordTime\x125\n" +
+	"\x17cache_read_input_tokens\x18\x0e \x01(\x03R\x14cacheReadInputTokens\x127\n" +
+	"\x18cache_write_input_tokens\x18\x0f \x01(\x03R\x15cacheWriteInputTokens\x12)\n" +
+	"\x10reasoning_tokens\x18\x10 \x01(\x03R\x0freasoningTokens\x12'\n" +
+	"\x0fusage_estimated\x18\x11 \x01(\bR\x0eusageEstimated\"\xa7\x03\n" +
 	"\vUsageTotals\x12\x1f\n" +
 	"\ventry_count\x18\x01 \x01(\x03R\n" +
 	"entryCount\x12!\n" +
@@ -302,7 +385,12 @@ const file_moat_billing_v1_usage_entry_proto_rawDesc = "" +
 	"\vcost_micros\x18\x04 \x01(\x03R\n" +
 	"costMicros\x12#\n" +
 	"\rcurrency_code\x18\x05 \x01(\tR\fcurrencyCode\x12%\n" +
-	"\x0eunpriced_count\x18\x06 \x01(\x03R\runpricedCountB@Z>github.com/moat-ai/moat/proto/gen/go/moat/billing/v1;billingv1b\x06proto3"
+	"\x0eunpriced_count\x18\x06 \x01(\x03R\runpricedCount\x125\n" +
+	"\x17cache_read_input_tokens\x18\a \x01(\x03R\x14cacheReadInputTokens\x127\n" +
+	"\x18cache_write_input_tokens\x18\b \x01(\x03R\x15cacheWriteInputTokens\x12)\n" +
+	"\x10reasoning_tokens\x18\t \x01(\x03R\x0freasoningTokens\x12'\n" +
+	"\x0festimated_count\x18\n" +
+	" \x01(\x03R\x0eestimatedCountB@Z>github.com/moat-ai/moat/proto/gen/go/moat/billing/v1;billingv1b\x06proto3"
 
 var (
 	file_moat_billing_v1_usage_entry_proto_rawDescOnce sync.Once

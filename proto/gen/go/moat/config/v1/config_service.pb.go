@@ -2392,7 +2392,10 @@ func (*ConfigResource_Route) isConfigResource_Resource() {}
 // under the key-encryption key they share with config.
 type GatewayProvider struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The provider (its credential field is never set).
+	// The provider as the admin API shows it, type-specific settings (azure,
+	// vertex, bedrock) included, and base_url as the admin set it: when it is
+	// empty, the gateway applies the type's default endpoint. Its credential
+	// field is never set.
 	Provider *Provider `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
 	// The sealed credential; unset when the provider has none.
 	Credential    *SealedSecret `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`

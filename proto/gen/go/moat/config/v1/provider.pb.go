@@ -23,15 +23,36 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Type is a provider wire protocol.
+// Type is the API a provider speaks.
 type Provider_Type int32
 
 const (
 	// Not set; refused.
 	Provider_TYPE_UNSPECIFIED Provider_Type = 0
-	// The OpenAI chat-completions API, as served by OpenAI and by compatible
-	// servers (vLLM, Ollama, llama.cpp, Groq, Together, Mistral...).
+	// The OpenAI chat-completions API as served by compatible servers (vLLM,
+	// Ollama, llama.cpp, Groq, Together, Mistral...), at the base_url the
+	// admin sets; the credential is sent as `Authorization: Bearer`.
 	Provider_TYPE_OPENAI_COMPATIBLE Provider_Type = 1
+	// OpenAI's own API (api.openai.com unless base_url says otherwise),
+	// with an OpenAI API key.
+	Provider_TYPE_OPENAI Provider_Type = 2
+	// Azure OpenAI in Azure AI Foundry: the resource endpoint in base_url,
+	// an API key or Entra ID client credentials, and the API version in
+	// azure.
+	Provider_TYPE_AZURE_OPENAI Provider_Type = 3
+	// Anthropic's Messages API (api.anthropic.com unless base_url says
+	// otherwise), with an Anthropic API key.
+	Provider_TYPE_ANTHROPIC Provider_Type = 4
+	// The Gemini API of Google AI Studio
+	// (generativelanguage.googleapis.com unless base_url says otherwise),
+	// with a Gemini API key.
+	Provider_TYPE_GEMINI Provider_Type = 5
+	// Google Cloud Vertex AI: the project and location in vertex, and a
+	// service-account key as the credential.
+	Provider_TYPE_VERTEX_AI Provider_Type = 6
+	// Amazon Bedrock's runtime API: the region in bedrock, and AWS access
+	// keys, a Bedrock API key or the gateway's default AWS credentials.
+	Provider_TYPE_BEDROCK Provider_Type = 7
 )
 
 // Enum value maps for Provider_Type.
@@ -39,10 +60,22 @@ var (
 	Provider_Type_name = map[int32]string{
 		0: "TYPE_UNSPECIFIED",
 		1: "TYPE_OPENAI_COMPATIBLE",
+		2: "TYPE_OPENAI",
+		3: "TYPE_AZURE_OPENAI",
+		4: "TYPE_ANTHROPIC",
+		5: "TYPE_GEMINI",
+		6: "TYPE_VERTEX_AI",
+		7: "TYPE_BEDROCK",
 	}
 	Provider_Type_value = map[string]int32{
 		"TYPE_UNSPECIFIED":       0,
 		"TYPE_OPENAI_COMPATIBLE": 1,
+		"TYPE_OPENAI":            2,
+		"TYPE_AZURE_OPENAI":      3,
+		"TYPE_ANTHROPIC":         4,
+		"TYPE_GEMINI":            5,
+		"TYPE_VERTEX_AI":         6,
+		"TYPE_BEDROCK":           7,
 	}
 )
 
@@ -73,29 +106,71 @@ func (Provider_Type) EnumDescriptor() ([]byte, []int) {
 	return file_moat_config_v1_provider_proto_rawDescGZIP(), []int{0, 0}
 }
 
-// Provider is a model provider an organization configured: where the gateway
-// sends requests and the credential it presents there. The credential is
-// write-only: Moat stores it encrypted and never returns it.
+// Provider is a model provider an organization configured: which API the
+// gateway speaks to it, where it sends requests, and the credential it
+// presents there. The credential is write-only: Moat stores it encrypted and
+// never returns it.
 type Provider struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The provider's resource name. Format: orgs/{org}/providers/{provider}
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// A human-readable name.
 	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	// The wire protocol the provider speaks.
+	// The API the provider speaks. It decides which of base_url, the settings
+	// messages (azure, vertex, bedrock) and which credential formats apply.
 	Type Provider_Type `protobuf:"varint,3,opt,name=type,proto3,enum=moat.config.v1.Provider_Type" json:"type,omitempty"`
-	// The API base URL, e.g. https://api.openai.com/v1. Requests go to
-	// {base_url}/chat/completions and so on.
+	// The API base URL, an absolute http or https URL without user
+	// information, query or fragment; trailing slashes are dropped. The
+	// gateway appends each API's own paths to it.
+	//
+	// Required for TYPE_OPENAI_COMPATIBLE (e.g. http://vllm.internal:8000/v1)
+	// and TYPE_AZURE_OPENAI (the resource endpoint, e.g.
+	// https://myres.openai.azure.com, without the /openai path). Optional for
+	// the other types: what the admin sets is stored as set, and when it is
+	// empty the gateway applies the type's public endpoint:
+	// TYPE_OPENAI https://api.openai.com/v1, TYPE_ANTHROPIC
+	// https://api.anthropic.com/v1, TYPE_GEMINI
+	// https://generativelanguage.googleapis.com/v1beta, TYPE_VERTEX_AI
+	// https://{location}-aiplatform.googleapis.com (location from vertex;
+	// https://aiplatform.googleapis.com for the location global), TYPE_BEDROCK
+	// https://bedrock-runtime.{region}.amazonaws.com (region from bedrock).
+	// Set it to go through a proxy or a private endpoint.
 	BaseUrl string `protobuf:"bytes,4,opt,name=base_url,json=baseUrl,proto3" json:"base_url,omitempty"`
-	// The API key the gateway sends as `Authorization: Bearer`. Write-only:
-	// set it on create or update; it is never returned.
+	// The secret the gateway authenticates with. Write-only: set it on create
+	// or update; it is never returned. Its format depends on type:
+	//
+	//   - TYPE_OPENAI_COMPATIBLE, TYPE_OPENAI, TYPE_ANTHROPIC, TYPE_GEMINI: an
+	//     API key, visible ASCII without spaces, at most 4096 bytes; may be
+	//     empty for a provider that needs none.
+	//   - TYPE_AZURE_OPENAI: an API key as above, or a JSON object
+	//     {"tenantId", "clientId", "clientSecret"} for Microsoft Entra ID client
+	//     credentials; may be empty.
+	//   - TYPE_VERTEX_AI: required; a Google service-account key JSON, as
+	//     downloaded from Google Cloud (an object with "type":
+	//     "service_account", "client_email", a PEM "private_key" and, if set,
+	//     an https "token_uri").
+	//   - TYPE_BEDROCK: empty for the gateway's default AWS credential chain
+	//     (environment, web identity, instance role), a JSON object
+	//     {"accessKeyId", "secretAccessKey", "sessionToken"} (sessionToken
+	//     optional), or a Bedrock API key (visible ASCII without spaces).
+	//
+	// JSON credentials may be at most 16 KiB.
 	Credential string `protobuf:"bytes,5,opt,name=credential,proto3" json:"credential,omitempty"`
 	// Whether a credential is stored.
 	HasCredential bool `protobuf:"varint,6,opt,name=has_credential,json=hasCredential,proto3" json:"has_credential,omitempty"`
 	// When the provider was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the provider last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Settings of a TYPE_AZURE_OPENAI provider; optional for that type and
+	// refused for any other.
+	Azure *AzureSettings `protobuf:"bytes,9,opt,name=azure,proto3" json:"azure,omitempty"`
+	// Settings of a TYPE_VERTEX_AI provider; required for that type and
+	// refused for any other.
+	Vertex *VertexSettings `protobuf:"bytes,10,opt,name=vertex,proto3" json:"vertex,omitempty"`
+	// Settings of a TYPE_BEDROCK provider; required for that type and refused
+	// for any other.
+	Bedrock       *BedrockSettings `protobuf:"bytes,11,opt,name=bedrock,proto3" json:"bedrock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,6 +261,179 @@ func (x *Provider) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Provider) GetAzure() *AzureSettings {
+	if x != nil {
+		return x.Azure
+	}
+	return nil
+}
+
+func (x *Provider) GetVertex() *VertexSettings {
+	if x != nil {
+		return x.Vertex
+	}
+	return nil
+}
+
+func (x *Provider) GetBedrock() *BedrockSettings {
+	if x != nil {
+		return x.Bedrock
+	}
+	return nil
+}
+
+// AzureSettings are the settings of a TYPE_AZURE_OPENAI provider.
+type AzureSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Azure OpenAI API version the gateway sends as `api-version`, a date
+	// such as 2024-10-21, optionally followed by -preview
+	// (2025-04-01-preview). Empty means the versionless v1 API under
+	// {base_url}/openai/v1.
+	ApiVersion    string `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AzureSettings) Reset() {
+	*x = AzureSettings{}
+	mi := &file_moat_config_v1_provider_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AzureSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AzureSettings) ProtoMessage() {}
+
+func (x *AzureSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_config_v1_provider_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AzureSettings.ProtoReflect.Descriptor instead.
+func (*AzureSettings) Descriptor() ([]byte, []int) {
+	return file_moat_config_v1_provider_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AzureSettings) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+// VertexSettings are the settings of a TYPE_VERTEX_AI provider.
+type VertexSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Google Cloud project id (or number) that requests are billed to.
+	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The Vertex AI location, e.g. us-central1, europe-west4 or global:
+	// lowercase letters, digits and hyphens.
+	Location      string `protobuf:"bytes,2,opt,name=location,proto3" json:"location,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VertexSettings) Reset() {
+	*x = VertexSettings{}
+	mi := &file_moat_config_v1_provider_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VertexSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VertexSettings) ProtoMessage() {}
+
+func (x *VertexSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_config_v1_provider_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VertexSettings.ProtoReflect.Descriptor instead.
+func (*VertexSettings) Descriptor() ([]byte, []int) {
+	return file_moat_config_v1_provider_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VertexSettings) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *VertexSettings) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+// BedrockSettings are the settings of a TYPE_BEDROCK provider.
+type BedrockSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The AWS region, e.g. us-east-1, whose Bedrock runtime serves requests
+	// and for which they are signed.
+	Region        string `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BedrockSettings) Reset() {
+	*x = BedrockSettings{}
+	mi := &file_moat_config_v1_provider_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BedrockSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BedrockSettings) ProtoMessage() {}
+
+func (x *BedrockSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_moat_config_v1_provider_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BedrockSettings.ProtoReflect.Descriptor instead.
+func (*BedrockSettings) Descriptor() ([]byte, []int) {
+	return file_moat_config_v1_provider_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BedrockSettings) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
 // SealedSecret is a secret under envelope encryption: a random data key
 // encrypts the secret with AES-256-GCM, and a key-encryption key (KEK),
 // named by kek_id, encrypts the data key. Only holders of the KEK (config,
@@ -204,7 +452,7 @@ type SealedSecret struct {
 
 func (x *SealedSecret) Reset() {
 	*x = SealedSecret{}
-	mi := &file_moat_config_v1_provider_proto_msgTypes[1]
+	mi := &file_moat_config_v1_provider_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +464,7 @@ func (x *SealedSecret) String() string {
 func (*SealedSecret) ProtoMessage() {}
 
 func (x *SealedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_moat_config_v1_provider_proto_msgTypes[1]
+	mi := &file_moat_config_v1_provider_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +477,7 @@ func (x *SealedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedSecret.ProtoReflect.Descriptor instead.
 func (*SealedSecret) Descriptor() ([]byte, []int) {
-	return file_moat_config_v1_provider_proto_rawDescGZIP(), []int{1}
+	return file_moat_config_v1_provider_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SealedSecret) GetKekId() string {
@@ -257,12 +505,12 @@ var File_moat_config_v1_provider_proto protoreflect.FileDescriptor
 
 const file_moat_config_v1_provider_proto_rawDesc = "" +
 	"\n" +
-	"\x1dmoat/config/v1/provider.proto\x12\x0emoat.config.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x03\n" +
+	"\x1dmoat/config/v1/provider.proto\x12\x0emoat.config.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x05\n" +
 	"\bProvider\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tB\x03\xe0A\bR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x126\n" +
 	"\x04type\x18\x03 \x01(\x0e2\x1d.moat.config.v1.Provider.TypeB\x03\xe0A\x02R\x04type\x12\x1e\n" +
-	"\bbase_url\x18\x04 \x01(\tB\x03\xe0A\x02R\abaseUrl\x12#\n" +
+	"\bbase_url\x18\x04 \x01(\tB\x03\xe0A\x01R\abaseUrl\x12#\n" +
 	"\n" +
 	"credential\x18\x05 \x01(\tB\x03\xe0A\x04R\n" +
 	"credential\x12*\n" +
@@ -270,10 +518,28 @@ const file_moat_config_v1_provider_proto_rawDesc = "" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"8\n" +
+	"updateTime\x128\n" +
+	"\x05azure\x18\t \x01(\v2\x1d.moat.config.v1.AzureSettingsB\x03\xe0A\x01R\x05azure\x12;\n" +
+	"\x06vertex\x18\n" +
+	" \x01(\v2\x1e.moat.config.v1.VertexSettingsB\x03\xe0A\x01R\x06vertex\x12>\n" +
+	"\abedrock\x18\v \x01(\v2\x1f.moat.config.v1.BedrockSettingsB\x03\xe0A\x01R\abedrock\"\xab\x01\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
-	"\x16TYPE_OPENAI_COMPATIBLE\x10\x01\"f\n" +
+	"\x16TYPE_OPENAI_COMPATIBLE\x10\x01\x12\x0f\n" +
+	"\vTYPE_OPENAI\x10\x02\x12\x15\n" +
+	"\x11TYPE_AZURE_OPENAI\x10\x03\x12\x12\n" +
+	"\x0eTYPE_ANTHROPIC\x10\x04\x12\x0f\n" +
+	"\vTYPE_GEMINI\x10\x05\x12\x12\n" +
+	"\x0eTYPE_VERTEX_AI\x10\x06\x12\x10\n" +
+	"\fTYPE_BEDROCK\x10\a\"5\n" +
+	"\rAzureSettings\x12$\n" +
+	"\vapi_version\x18\x01 \x01(\tB\x03\xe0A\x01R\n" +
+	"apiVersion\"P\n" +
+	"\x0eVertexSettings\x12\x1d\n" +
+	"\aproject\x18\x01 \x01(\tB\x03\xe0A\x02R\aproject\x12\x1f\n" +
+	"\blocation\x18\x02 \x01(\tB\x03\xe0A\x02R\blocation\".\n" +
+	"\x0fBedrockSettings\x12\x1b\n" +
+	"\x06region\x18\x01 \x01(\tB\x03\xe0A\x02R\x06region\"f\n" +
 	"\fSealedSecret\x12\x15\n" +
 	"\x06kek_id\x18\x01 \x01(\tR\x05kekId\x12\x1f\n" +
 	"\vwrapped_key\x18\x02 \x01(\fR\n" +
@@ -295,22 +561,28 @@ func file_moat_config_v1_provider_proto_rawDescGZIP() []byte {
 }
 
 var file_moat_config_v1_provider_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_moat_config_v1_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_moat_config_v1_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_moat_config_v1_provider_proto_goTypes = []any{
 	(Provider_Type)(0),            // 0: moat.config.v1.Provider.Type
 	(*Provider)(nil),              // 1: moat.config.v1.Provider
-	(*SealedSecret)(nil),          // 2: moat.config.v1.SealedSecret
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*AzureSettings)(nil),         // 2: moat.config.v1.AzureSettings
+	(*VertexSettings)(nil),        // 3: moat.config.v1.VertexSettings
+	(*BedrockSettings)(nil),       // 4: moat.config.v1.BedrockSettings
+	(*SealedSecret)(nil),          // 5: moat.config.v1.SealedSecret
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_moat_config_v1_provider_proto_depIdxs = []int32{
 	0, // 0: moat.config.v1.Provider.type:type_name -> moat.config.v1.Provider.Type
-	3, // 1: moat.config.v1.Provider.create_time:type_name -> google.protobuf.Timestamp
-	3, // 2: moat.config.v1.Provider.update_time:type_name -> google.protobuf.Timestamp
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 1: moat.config.v1.Provider.create_time:type_name -> google.protobuf.Timestamp
+	6, // 2: moat.config.v1.Provider.update_time:type_name -> google.protobuf.Timestamp
+	2, // 3: moat.config.v1.Provider.azure:type_name -> moat.config.v1.AzureSettings
+	3, // 4: moat.config.v1.Provider.vertex:type_name -> moat.config.v1.VertexSettings
+	4, // 5: moat.config.v1.Provider.bedrock:type_name -> moat.config.v1.BedrockSettings
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_moat_config_v1_provider_proto_init() }
@@ -324,7 +596,7 @@ func file_moat_config_v1_provider_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moat_config_v1_provider_proto_rawDesc), len(file_moat_config_v1_provider_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

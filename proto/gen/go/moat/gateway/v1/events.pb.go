@@ -47,9 +47,13 @@ type UsageRecorded struct {
 	UpstreamModel string `protobuf:"bytes,6,opt,name=upstream_model,json=upstreamModel,proto3" json:"upstream_model,omitempty"`
 	// The provider the request was sent to. Format: orgs/{org}/providers/{provider}
 	Provider string `protobuf:"bytes,7,opt,name=provider,proto3" json:"provider,omitempty"`
-	// Prompt tokens, as reported by the provider.
+	// Input (prompt) tokens that were neither read from nor written to a
+	// prompt cache: the uncached input. The request's whole input is
+	// input_tokens + cache_read_input_tokens + cache_write_input_tokens.
+	// Providers that count cached tokens inside their prompt total (OpenAI's
+	// prompt_tokens includes cached_tokens) have them subtracted here.
 	InputTokens int64 `protobuf:"varint,8,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
-	// Completion tokens, as reported by the provider.
+	// All output (completion) tokens, reasoning tokens included.
 	OutputTokens int64 `protobuf:"varint,9,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// Time from the request's arrival to the last byte of the response.
 	Latency *durationpb.Duration `protobuf:"bytes,10,opt,name=latency,proto3" json:"latency,omitempty"`
@@ -59,9 +63,26 @@ type UsageRecorded struct {
 	// Whether the response was streamed (SSE).
 	Stream bool `protobuf:"varint,12,opt,name=stream,proto3" json:"stream,omitempty"`
 	// When the request arrived at the gateway.
-	RequestTime   *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=request_time,json=requestTime,proto3" json:"request_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=request_time,json=requestTime,proto3" json:"request_time,omitempty"`
+	// Input tokens read from the provider's prompt cache, usually billed
+	// below the input rate. Not included in input_tokens.
+	CacheReadInputTokens int64 `protobuf:"varint,14,opt,name=cache_read_input_tokens,json=cacheReadInputTokens,proto3" json:"cache_read_input_tokens,omitempty"`
+	// Input tokens written to the provider's prompt cache (e.g. Anthropic's
+	// cache_creation_input_tokens), usually billed above the input rate. Not
+	// included in input_tokens.
+	CacheWriteInputTokens int64 `protobuf:"varint,15,opt,name=cache_write_input_tokens,json=cacheWriteInputTokens,proto3" json:"cache_write_input_tokens,omitempty"`
+	// The part of output_tokens the model spent on reasoning (thinking). A
+	// subset of output_tokens, never more than it, and not an addition to it.
+	ReasoningTokens int64 `protobuf:"varint,16,opt,name=reasoning_tokens,json=reasoningTokens,proto3" json:"reasoning_tokens,omitempty"`
+	// True when the provider reported no usage and the token counts are the
+	// gateway's estimate.
+	//
+	// An event without the fields from 14 on (from a gateway older than them)
+	// means what it always meant: no cached input, no separately counted
+	// reasoning, and counts reported by the provider.
+	UsageEstimated bool `protobuf:"varint,17,opt,name=usage_estimated,json=usageEstimated,proto3" json:"usage_estimated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UsageRecorded) Reset() {
@@ -185,11 +206,39 @@ func (x *UsageRecorded) GetRequestTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *UsageRecorded) GetCacheReadInputTokens() int64 {
+	if x != nil {
+		return x.CacheReadInputTokens
+	}
+	return 0
+}
+
+func (x *UsageRecorded) GetCacheWriteInputTokens() int64 {
+	if x != nil {
+		return x.CacheWriteInputTokens
+	}
+	return 0
+}
+
+func (x *UsageRecorded) GetReasoningTokens() int64 {
+	if x != nil {
+		return x.ReasoningTokens
+	}
+	return 0
+}
+
+func (x *UsageRecorded) GetUsageEstimated() bool {
+	if x != nil {
+		return x.UsageEstimated
+	}
+	return false
+}
+
 var File_moat_gateway_v1_events_proto protoreflect.FileDescriptor
 
 const file_moat_gateway_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmoat/gateway/v1/events.proto\x12\x0fmoat.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x03\n" +
+	"\x1cmoat/gateway/v1/events.proto\x12\x0fmoat.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n" +
 	"\rUsageRecorded\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\"\n" +
@@ -206,7 +255,11 @@ const file_moat_gateway_v1_events_proto_rawDesc = "" +
 	"\vhttp_status\x18\v \x01(\x05R\n" +
 	"httpStatus\x12\x16\n" +
 	"\x06stream\x18\f \x01(\bR\x06stream\x12=\n" +
-	"\frequest_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vrequestTimeB@Z>github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1;gatewayv1b\x06proto3"
+	"\frequest_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vrequestTime\x125\n" +
+	"\x17cache_read_input_tokens\x18\x0e \x01(\x03R\x14cacheReadInputTokens\x127\n" +
+	"\x18cache_write_input_tokens\x18\x0f \x01(\x03R\x15cacheWriteInputTokens\x12)\n" +
+	"\x10reasoning_tokens\x18\x10 \x01(\x03R\x0freasoningTokens\x12'\n" +
+	"\x0fusage_estimated\x18\x11 \x01(\bR\x0eusageEstimatedB@Z>github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1;gatewayv1b\x06proto3"
 
 var (
 	file_moat_gateway_v1_events_proto_rawDescOnce sync.Once
