@@ -162,7 +162,7 @@ mv -f "${tmp}" "${MOAT_PLATFORM_ENV}"
 	printf '  %-10s %-22s %s\n' postgres "127.0.0.1:${PG_PORT}" \
 		"databases: ${MOAT_DB_SERVICES[*]/#/${MOAT_DB_PREFIX}}"
 	printf '  %-10s %-22s %s\n' nats "127.0.0.1:${NATS_PORT}" "monitor: http://127.0.0.1:${NATS_MONITOR_PORT}"
-	printf '  %-10s %-22s %s\n' mock "127.0.0.1:${MOCK_PORT}" "the demo's model provider (OpenAI wire format)"
+	printf '  %-10s %-22s %s\n' mock "127.0.0.1:${MOCK_PORT}" "the demo's model provider (OpenAI and Anthropic wire formats)"
 	if [[ ${MOAT_KEYCLOAK:-0} == 1 ]]; then
 		printf '  %-10s %-22s %s\n' keycloak "127.0.0.1:${KEYCLOAK_PORT}" "realm moat; sign in as admin (password in the demo env file)"
 	fi
@@ -174,6 +174,12 @@ mv -f "${tmp}" "${MOAT_PLATFORM_ENV}"
 	echo "    set -a; . $(rel "${MOAT_STATE}/demo.env"); set +a"
 	echo "    curl -s \"\$MOAT_BASE_URL/chat/completions\" -H \"Authorization: Bearer \$MOAT_API_KEY\" \\"
 	echo "      -H 'Content-Type: application/json' -d '{\"model\":\"demo-model\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	echo "    # the same OpenAI request, translated for a provider that speaks Anthropic's format:"
+	echo "    curl -s \"\$MOAT_BASE_URL/chat/completions\" -H \"Authorization: Bearer \$MOAT_API_KEY\" \\"
+	echo "      -H 'Content-Type: application/json' -d '{\"model\":\"demo-claude\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	echo "    # Anthropic's Messages API, native to demo-claude and translated for demo-model:"
+	echo "    curl -s \"\$MOAT_BASE_URL/messages\" -H \"x-api-key: \$MOAT_API_KEY\" -H 'anthropic-version: 2023-06-01' \\"
+	echo "      -H 'Content-Type: application/json' -d '{\"model\":\"demo-claude\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
 	echo
 	echo "  Addresses: $(rel "${MOAT_PLATFORM_ENV}")   Credentials: $(rel "${MOAT_SECRETS}")"
 	echo "  Stop with: ${MOAT_INSTANCE:+MOAT_INSTANCE=${MOAT_INSTANCE} }make dev-down"

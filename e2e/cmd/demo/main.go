@@ -1,6 +1,8 @@
 // Command demo bootstraps the demo tenant of a local platform through the
-// admin API: organization "demo", project "demo", provider "mock" (the mock
-// model provider), route "demo-model" and a project API key. It is
+// admin API: organization "demo", project "demo", providers "mock" (the
+// mock model provider in the OpenAI wire format) and "mock-anthropic" (the
+// same mock in Anthropic's), routes "demo-model" and "demo-claude" to
+// them, and a project API key. It is
 // idempotent: a second run keeps what exists, points the provider at the
 // mock's current address, and reuses the key while it still works. It
 // writes the client settings to an env file (mode 0600).
@@ -118,25 +120,19 @@ func run(ctx context.Context, o options) error {
 	}); err != nil {
 		return fmt.Errorf("create %s: %w", project, err)
 	}
-	provider := &configv1.Provider{Name: org + "/providers/mock", DisplayName: "Mock provider",
-		Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: o.mockURL, Credential: o.mockCredential}
-	_, err = cfg.CreateProvider(ctx, &configv1.CreateProviderRequest{Parent: org, ProviderId: "mock", Provider: provider})
-	if status.Code(err) == codes.AlreadyExists {
-		// The mock may listen elsewhere than last time.
-		_, err = cfg.UpdateProvider(ctx, &configv1.UpdateProviderRequest{Provider: provider,
-			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"base_url", "credential"}}})
-	}
-	if err != nil {
-		return fmt.Errorf("configure the mock provider: %w", err)
-	}
-	route := &configv1.Route{Name: project + "/routes/demo-model", Model: "demo-model", Provider: provider.GetName(), UpstreamModel: o.mockModel}
-	_, err = cfg.CreateRoute(ctx, &configv1.CreateRouteRequest{Parent: project, RouteId: "demo-model", Route: route})
-	if status.Code(err) == codes.AlreadyExists {
-		_, err = cfg.UpdateRoute(ctx, &configv1.UpdateRouteRequest{Route: route,
-			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"provider", "upstream_model"}}})
-	}
-	if err != nil {
-		return fmt.Errorf("configure route demo-model: %w", err)
+	// Two providers on the one mock: the OpenAI wire format and
+	// Anthropic's, so that each client API is served natively by one route
+	// and translated by the other.
+	for _, d := range []struct {
+		provider, route string
+		typ             configv1.Provider_Type
+	}{
+		{"mock", "demo-model", configv1.Provider_TYPE_OPENAI_COMPATIBLE},
+		{"mock-anthropic", "demo-claude", configv1.Provider_TYPE_ANTHROPIC},
+	} {
+		if err := demoRoute(ctx, cfg, o, org, project, d.provider, d.route, d.typ); err != nil {
+			return err
+		}
 	}
 
 	key, err := projectKey(ctx, ids, project, o.out)
@@ -231,6 +227,32 @@ func writePrivate(path, content string) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// demoRoute creates (or points at the mock's current address) the
+// provider providerID of type typ and the route routeID to it.
+func demoRoute(ctx context.Context, cfg configv1.ConfigServiceClient, o options, org, project, providerID, routeID string, typ configv1.Provider_Type) error {
+	provider := &configv1.Provider{Name: org + "/providers/" + providerID, DisplayName: "Mock provider (" + providerID + ")",
+		Type: typ, BaseUrl: o.mockURL, Credential: o.mockCredential}
+	_, err := cfg.CreateProvider(ctx, &configv1.CreateProviderRequest{Parent: org, ProviderId: providerID, Provider: provider})
+	if status.Code(err) == codes.AlreadyExists {
+		// The mock may listen elsewhere than last time.
+		_, err = cfg.UpdateProvider(ctx, &configv1.UpdateProviderRequest{Provider: provider,
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"type", "base_url", "credential"}}})
+	}
+	if err != nil {
+		return fmt.Errorf("configure the provider %s: %w", providerID, err)
+	}
+	route := &configv1.Route{Name: project + "/routes/" + routeID, Model: routeID, Provider: provider.GetName(), UpstreamModel: o.mockModel}
+	_, err = cfg.CreateRoute(ctx, &configv1.CreateRouteRequest{Parent: project, RouteId: routeID, Route: route})
+	if status.Code(err) == codes.AlreadyExists {
+		_, err = cfg.UpdateRoute(ctx, &configv1.UpdateRouteRequest{Route: route,
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"provider", "upstream_model"}}})
+	}
+	if err != nil {
+		return fmt.Errorf("configure route %s: %w", routeID, err)
 	}
 	return nil
 }

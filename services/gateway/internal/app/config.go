@@ -46,6 +46,10 @@ type Upstream struct {
 	// IdleTimeout bounds the silence of a provider once its answer has
 	// started, e.g. between two chunks of a stream.
 	IdleTimeout time.Duration `env:"UPSTREAM_IDLE_TIMEOUT, default=2m"`
+	// MaxInFlight bounds the data-plane calls served at once; beyond it
+	// calls are shed at once with 503 and Retry-After, so that overload
+	// costs neither memory nor latency of the calls being served.
+	MaxInFlight int `env:"MAX_IN_FLIGHT, default=1024"`
 	// EgressAllowCIDRs lists the internal ranges providers may be
 	// dialed at ("10.1.0.0/16,fd00:1::/64"). Empty, the default, allows
 	// public addresses only; an install lists just what its in-cluster
@@ -121,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Upstream.EgressAllow(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Upstream.MaxInFlight < 1 {
+		errs = append(errs, errors.New("MAX_IN_FLIGHT must be at least 1"))
 	}
 	if c.Usage.QueueSize < 1 {
 		errs = append(errs, errors.New("USAGE_QUEUE_SIZE must be at least 1"))

@@ -143,6 +143,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Renderer:    httpapi.Render{},
 		Transport:   transport,
 		IdleTimeout: cfg.Upstream.IdleTimeout,
+		MaxInFlight: cfg.Upstream.MaxInFlight,
 		Log:         log,
 	})).Mount(srv.Mux)
 	srv.Mux.Handle("/api/", admin)

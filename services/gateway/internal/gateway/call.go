@@ -46,6 +46,9 @@ type Call struct {
 	chat   openaichat.Request
 	msgs   anthropic.Request
 
+	// dropped lists the members a translated path dropped.
+	dropped []string
+
 	principal authn.Principal
 	route     *snapshot.Route
 	status    int
@@ -98,19 +101,24 @@ func (g *Gateway) settle(ctx context.Context, c *Call) {
 		g.o.Log.Warn("the provider reported no usage; recording zero tokens",
 			"request_id", c.ID.String(), "provider", c.route.Provider.Name, "stream", c.Stream)
 	}
+	defer g.o.Usage.Release()
 	g.o.Usage.Record(ctx, c.ID, &gatewayv1.UsageRecorded{
-		RequestId:     c.ID.String(),
-		Organization:  p.Organization,
-		Project:       p.Project,
-		KeyId:         p.KeyID,
-		Model:         c.route.Model,
-		UpstreamModel: c.route.UpstreamModel,
-		Provider:      c.route.Provider.Name,
-		InputTokens:   c.usage.Input,
-		OutputTokens:  c.usage.Output,
-		Latency:       durationpb.New(g.o.Now().Sub(c.Start)),
-		HttpStatus:    int32(c.status), //nolint:gosec // an HTTP status fits
-		Stream:        c.Stream,
-		RequestTime:   timestamppb.New(c.Start),
+		RequestId:             c.ID.String(),
+		Organization:          p.Organization,
+		Project:               p.Project,
+		KeyId:                 p.KeyID,
+		Model:                 c.route.Model,
+		UpstreamModel:         c.route.UpstreamModel,
+		Provider:              c.route.Provider.Name,
+		InputTokens:           c.usage.Input,
+		CacheReadInputTokens:  c.usage.CacheRead,
+		CacheWriteInputTokens: c.usage.CacheWrite,
+		OutputTokens:          c.usage.Output,
+		ReasoningTokens:       c.usage.Reasoning,
+		UsageEstimated:        c.usage.Estimated,
+		Latency:               durationpb.New(g.o.Now().Sub(c.Start)),
+		HttpStatus:            int32(c.status), //nolint:gosec // an HTTP status fits
+		Stream:                c.Stream,
+		RequestTime:           timestamppb.New(c.Start),
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,9 +38,13 @@ type Routes interface {
 }
 
 // UsageRecorder takes a request's usage record without blocking;
-// *usage.Publisher is one.
+// *usage.Publisher is one. A request claims a place (Reserve) before it is
+// served, records into it, then releases the claim, so that no served
+// request's record is ever dropped for want of room.
 type UsageRecorder interface {
+	Reserve() bool
 	Record(ctx context.Context, id uuid.UUID, msg *gatewayv1.UsageRecorded) bool
+	Release()
 }
 
 // Renderer renders refusals in a client API's own error shape: as a whole
@@ -63,6 +68,9 @@ type Options struct {
 	// IdleTimeout bounds the silence of a provider once its response has
 	// started (between two reads of the body); 0 means no bound.
 	IdleTimeout time.Duration
+	// MaxInFlight bounds the calls served at once; beyond it calls are
+	// shed with 503 and Retry-After. 0 means no bound.
+	MaxInFlight int
 	Log         *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -70,7 +78,8 @@ type Options struct {
 
 // Gateway runs calls through the gates. It is safe for concurrent use.
 type Gateway struct {
-	o Options
+	o        Options
+	inFlight atomic.Int64
 }
 
 // New returns a Gateway.
@@ -98,6 +107,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, c *Call) {
 	if d == nil {
 		d = g.route(c) // 404 model_not_found / 403 model_not_allowed
 	}
+	if d == nil {
+		d = g.reserveRecord() // 503: no room to record the usage
+	}
 	if d != nil {
 		g.deny(w, c, d)
 		return
@@ -106,6 +118,32 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, c *Call) {
 	// it is recorded.
 	g.call(w, r, c)
 	g.settle(r.Context(), c)
+}
+
+// Enter admits a call into the bounded set served at once, or sheds it:
+// under overload the excess is refused at once, before its body is read,
+// instead of queueing until memory runs out. Every admitted call must
+// Leave.
+func (g *Gateway) Enter() *Refusal {
+	n := g.inFlight.Add(1)
+	if g.o.MaxInFlight > 0 && n > int64(g.o.MaxInFlight) {
+		g.inFlight.Add(-1)
+		return &Refusal{Status: http.StatusServiceUnavailable, Type: TypeOverloaded, Code: CodeOverloaded, Gate: GateLoad,
+			RetryAfter: time.Second, Message: "The gateway is serving as many requests as it may; retry shortly."}
+	}
+	return nil
+}
+
+// Leave ends a call admitted by Enter.
+func (g *Gateway) Leave() { g.inFlight.Add(-1) }
+
+// reserveRecord claims the place of the call's usage record.
+func (g *Gateway) reserveRecord() *Refusal {
+	if g.o.Usage.Reserve() {
+		return nil
+	}
+	return &Refusal{Status: http.StatusServiceUnavailable, Type: TypeOverloaded, Code: CodeOverloaded, Gate: GateLoad,
+		RetryAfter: time.Second, Message: "The gateway cannot record usage right now (its event queue is full); retry shortly."}
 }
 
 // deny answers a refused call. Refusals before forwarding record no usage.

@@ -36,8 +36,9 @@ type streamer interface {
 	// out. content reports that the event carried content: the commit
 	// point. A refusal ends the stream (an error event upstream).
 	event(out []byte, ev sse.Event) (res []byte, content bool, d *Refusal)
-	// end appends the client's end of a stream that ended cleanly.
-	end(out []byte) []byte
+	// end appends the client's end of a stream whose upstream ended; a
+	// refusal says the stream was cut short.
+	end(out []byte) ([]byte, *Refusal)
 	// usage is what the stream reported so far.
 	usage() ir.Usage
 }
@@ -47,6 +48,8 @@ type pathKey struct{ client, upstream wire.API }
 var paths = map[pathKey]path{
 	{wire.OpenAIChat, wire.OpenAIChat}: chatNative{},
 	{wire.Anthropic, wire.Anthropic}:   messagesNative{},
+	{wire.OpenAIChat, wire.Anthropic}:  translated{client: wire.OpenAIChat, upstream: wire.Anthropic},
+	{wire.Anthropic, wire.OpenAIChat}:  translated{client: wire.Anthropic, upstream: wire.OpenAIChat},
 }
 
 // pathFor returns the path serving client by upstream, nil when none.
@@ -110,8 +113,8 @@ func (s *chatNativeStream) event(out []byte, ev sse.Event) ([]byte, bool, *Refus
 	return append(out, ev.Raw...), openaichat.ChunkHasContent(data), nil
 }
 
-func (s *chatNativeStream) end(out []byte) []byte { return out }
-func (s *chatNativeStream) usage() ir.Usage       { return s.u }
+func (s *chatNativeStream) end(out []byte) ([]byte, *Refusal) { return out, nil }
+func (s *chatNativeStream) usage() ir.Usage                   { return s.u }
 
 // upstreamStreamRefusal is what a client is told of an error event a
 // provider sent in its stream.
@@ -166,5 +169,5 @@ func (s *messagesNativeStream) event(out []byte, ev sse.Event) ([]byte, bool, *R
 	return out, true, nil
 }
 
-func (s *messagesNativeStream) end(out []byte) []byte { return out }
-func (s *messagesNativeStream) usage() ir.Usage       { return s.u }
+func (s *messagesNativeStream) end(out []byte) ([]byte, *Refusal) { return out, nil }
+func (s *messagesNativeStream) usage() ir.Usage                   { return s.u }

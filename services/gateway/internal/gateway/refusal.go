@@ -59,10 +59,12 @@ const (
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeUnsupportedRoute    = "unsupported_for_model"
 	CodeInternal            = "internal_error"
+	CodeOverloaded          = "gateway_overloaded"
 )
 
 // Gate names.
 const (
+	GateLoad     = "load"
 	GateShape    = "shape"
 	GateAuth     = "authenticate"
 	GateRoute    = "route"

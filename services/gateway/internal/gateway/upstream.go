@@ -56,6 +56,9 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 		g.fail(w, c, d)
 		return
 	}
+	if len(c.dropped) > 0 {
+		w.Header().Set(HeaderDropped, droppedHeader(c.dropped))
+	}
 
 	// The client's context is the parent: a client that hangs up cancels
 	// the provider call.
@@ -236,12 +239,21 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 		ev, err := rd.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				out = s.end(out)
+				var d *Refusal
+				out, d = s.end(out)
+				c.usage = s.usage()
+				if d != nil {
+					g.o.Log.Warn("provider stream ended early", "request_id", c.ID.String(), "provider", c.route.Provider.Name)
+					if !committed {
+						g.fail(w, c, d)
+						return
+					}
+					out = g.o.Renderer.AppendStreamError(out, c.API, d)
+				}
 				if !committed {
 					commit()
 				}
 				_ = write() && flush() // best effort: the stream is over
-				c.usage = s.usage()
 				return
 			}
 			c.usage = s.usage()

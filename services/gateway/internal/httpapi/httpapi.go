@@ -57,6 +57,11 @@ func (h *Handler) post(api wire.API) http.HandlerFunc {
 				Message: "Use POST for " + r.URL.Path + "."})
 			return
 		}
+		if d := h.g.Enter(); d != nil {
+			h.r.Refuse(w, api, d)
+			return
+		}
+		defer h.g.Leave()
 		buf := gateway.GetBuffer()
 		defer gateway.PutBuffer(buf)
 		if d := readBody(r, buf); d != nil {

@@ -436,7 +436,10 @@ func TestRefusals(t *testing.T) {
 	if e := errorOf(t, f.post(t, f.scopedKey, `{"model":"limited-model","messages":[]}`, nil)); e.Error.Param == nil || *e.Error.Param != "model" {
 		t.Errorf("model_not_allowed param = %v, want model", e.Error.Param)
 	}
-	if r := f.post(t, f.projectKey, `{"model":"`+strings.Repeat("m", 100000)+`","messages":[]}`, nil); r.status != http.StatusNotFound || len(r.body) > 1024 {
+	if r := f.post(t, f.projectKey, `{"model":"`+strings.Repeat("m", 100000)+`","messages":[]}`, nil); r.status != http.StatusBadRequest || len(r.body) > 1024 {
+		t.Errorf("model over the limit = %d with a %d-byte body, want 400 with a short one", r.status, len(r.body))
+	}
+	if r := f.post(t, f.projectKey, `{"model":"`+strings.Repeat("m", 200)+`","messages":[]}`, nil); r.status != http.StatusNotFound || len(r.body) > 1024 {
 		t.Errorf("unknown long model = %d with a %d-byte body, want 404 with a short one", r.status, len(r.body))
 	}
 	if n := f.fast.Requests(); n != 0 {

@@ -291,6 +291,10 @@ func kindOf(t configv1.Provider_Type) provider.Kind {
 	switch t {
 	case configv1.Provider_TYPE_OPENAI_COMPATIBLE:
 		return provider.OpenAICompatible
+	case configv1.Provider_TYPE_OPENAI:
+		return provider.OpenAI
+	case configv1.Provider_TYPE_ANTHROPIC:
+		return provider.Anthropic
 	default:
 		return provider.KindUnknown
 	}

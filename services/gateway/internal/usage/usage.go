@@ -159,6 +159,10 @@ type Publisher struct {
 	// records, so that the records arriving while it lingers all go to
 	// its batch instead of one to each idle goroutine.
 	collecting sync.Mutex
+	// reserved counts the places claimed by requests being served, so
+	// that reserved + len(queue) never exceeds the queue's capacity and a
+	// served request's record always finds its place (see Reserve).
+	reserved atomic.Int64
 
 	published, dropped, retries metric.Int64Counter
 }
@@ -200,8 +204,26 @@ func New(js jetstream.JetStream, opts Options) (*Publisher, error) {
 	return p, nil
 }
 
+// Reserve claims a place in the queue for the record of a request about
+// to be served, and reports false when every place is taken or claimed:
+// the gateway then sheds the request (503) rather than serve one whose
+// record it could not keep. Call Release after the request's Record (or
+// when it records nothing).
+func (p *Publisher) Reserve() bool {
+	if p.reserved.Add(1)+int64(len(p.queue)) > int64(cap(p.queue)) {
+		p.reserved.Add(-1)
+		return false
+	}
+	return true
+}
+
+// Release returns a claim of Reserve.
+func (p *Publisher) Release() { p.reserved.Add(-1) }
+
 // Record queues msg for publishing as event id (the request id), with the
-// trace of ctx. It never blocks: when the queue is full it drops the
+// trace of ctx. It never blocks; a record made under a claim of Reserve
+// always finds its place while the publisher runs. When the queue is full
+// (a record without a claim) or the publisher has stopped, it drops the
 // record, counts it and returns false.
 func (p *Publisher) Record(ctx context.Context, id uuid.UUID, msg *gatewayv1.UsageRecorded) bool {
 	if !p.closed.Load() {

@@ -131,6 +131,38 @@ func TestRecordDropsWhenFull(t *testing.T) {
 	}
 }
 
+// Claims keep a place for every served request: Reserve refuses once the
+// queued records and the claims fill the queue, and a record made under a
+// claim is never dropped.
+func TestReserve(t *testing.T) {
+	t.Parallel()
+	ns := eventstest.NewServer(t)
+	_, js := eventstest.Connect(t, ns)
+	p, err := usage.New(js, usage.Options{QueueSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not running: nothing leaves the queue.
+	id, msg := record(0)
+	if !p.Record(context.Background(), id, msg) {
+		t.Fatal("Record into an empty queue failed")
+	}
+	got := []bool{p.Reserve(), p.Reserve(), p.Reserve()}
+	if diff := cmp.Diff([]bool{true, true, false}, got); diff != "" {
+		t.Fatalf("Reserve results mismatch (-want +got):\n%s", diff)
+	}
+	for i := 1; i <= 2; i++ {
+		id, msg := record(i)
+		if !p.Record(context.Background(), id, msg) {
+			t.Errorf("a record under a claim was dropped")
+		}
+		p.Release()
+	}
+	if p.Reserve() {
+		t.Error("Reserve succeeded on a full queue")
+	}
+}
+
 // While NATS is down the publishers retry with the same event id; what was
 // recorded before and during the outage arrives once NATS is back, once.
 func TestRetriesAcrossOutage(t *testing.T) {

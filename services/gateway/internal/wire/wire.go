@@ -4,6 +4,12 @@
 // set of pure functions over bytes.
 package wire
 
+import (
+	"strings"
+
+	"github.com/moat-ai/moat/services/gateway/internal/ir"
+)
+
 // API is a wire API: what a client speaks to the gateway, or what a
 // provider's endpoint speaks to it.
 type API uint8
@@ -37,6 +43,14 @@ type RequestError struct {
 
 func (e *RequestError) Error() string { return e.Message }
 
+// MaxModel is the longest model name a request may carry (config keeps
+// route models to 128 characters; a provider's own names are shorter
+// still).
+const MaxModel = 256
+
+// ErrModelTooLong refuses a model name over MaxModel.
+var ErrModelTooLong = &RequestError{Code: CodeInvalidValue, Param: "model", Message: "model: must be at most 256 bytes."}
+
 // Error codes shared by every codec.
 const (
 	CodeInvalidJSON        = "invalid_json"
@@ -48,10 +62,15 @@ const (
 )
 
 // UpstreamError is what the gateway reads of an error a provider reported
-// in its own format: its type in that provider's vocabulary, and whether
-// it says the provider is overloaded (worth another attempt). The
-// provider's message is not kept: it may quote the request.
-type UpstreamError struct {
-	Type       string
-	Overloaded bool
+// in its own format (see ir.ProviderError).
+type UpstreamError = ir.ProviderError
+
+// Bound cuts a client-sent string echoed in an error to a readable
+// length.
+func Bound(s string) string {
+	const n = 64
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }

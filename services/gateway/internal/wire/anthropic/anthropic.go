@@ -63,6 +63,9 @@ func ParseRequest(body []byte) (Request, error) {
 				return ErrMalformed
 			}
 			req.Model, req.modelStart, req.modelEnd = s, m.Start, m.End
+			if len(s) > wire.MaxModel {
+				return wire.ErrModelTooLong
+			}
 		case m.Is("messages"):
 			if sawMessages {
 				return ErrDuplicateName
@@ -153,9 +156,18 @@ func usageObject(v []byte) ir.Usage {
 			u.CacheWrite = n
 		case f.Is("output_tokens"):
 			u.Output = n
+		case f.Is("output_tokens_details") && v[f.Start] == '{':
+			d := v[f.Start:f.End]
+			_, _ = jsonx.Object(d, func(g jsonx.Member) error { // d was validated with v
+				if g.Is("thinking_tokens") {
+					u.Reasoning, _ = jsonx.Int(d[g.Start:g.End])
+				}
+				return nil
+			})
 		}
 		return nil
 	})
+	u.Reasoning = min(u.Reasoning, u.Output)
 	return u
 }
 
@@ -243,8 +255,11 @@ func DecodeError(b []byte) (wire.UpstreamError, bool) {
 		}
 		found = true
 		_, err := jsonx.Object(v, func(f jsonx.Member) error {
-			if f.Is("type") && v[f.Start] == '"' {
+			switch {
+			case f.Is("type") && v[f.Start] == '"':
 				e.Type, _ = jsonx.Unquote(v[f.Start:f.End])
+			case f.Is("message") && v[f.Start] == '"':
+				e.Message, _ = jsonx.Unquote(v[f.Start:f.End])
 			}
 			return nil
 		})

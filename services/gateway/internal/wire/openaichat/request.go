@@ -72,6 +72,9 @@ func ParseRequest(body []byte) (Request, error) {
 					return ErrMalformed
 				}
 				req.Model, req.modelSpan = s, span{m.Start, m.End}
+				if len(s) > wire.MaxModel {
+					return wire.ErrModelTooLong
+				}
 			default:
 				return ErrModelType
 			}

@@ -5,9 +5,9 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/wire/jsonx"
 )
 
-// StreamError reports whether a stream chunk is an error event
-// (`{"error":{...}}`, which OpenAI and compatible servers send when a
-// stream fails after it started), and what it says.
+// StreamError reports whether a body or a stream chunk is an OpenAI error
+// (`{"error":{...}}`: the body of a failed call, and the event compatible
+// servers send when a stream fails after it started), and what it says.
 func StreamError(data []byte) (wire.UpstreamError, bool) {
 	var (
 		e     wire.UpstreamError
@@ -20,6 +20,9 @@ func StreamError(data []byte) (wire.UpstreamError, bool) {
 		found = true
 		v := data[m.Start:m.End]
 		_, err := jsonx.Object(v, func(f jsonx.Member) error {
+			if f.Is("message") && v[f.Start] == '"' {
+				e.Message, _ = jsonx.Unquote(v[f.Start:f.End])
+			}
 			if (f.Is("type") || f.Is("code")) && v[f.Start] == '"' {
 				s, _ := jsonx.Unquote(v[f.Start:f.End])
 				if e.Type == "" || f.Is("type") {

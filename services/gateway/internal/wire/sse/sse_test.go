@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moat-ai/moat/services/gateway/internal/wire/wiretest"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -73,27 +75,6 @@ func TestEventTooLarge(t *testing.T) {
 	}
 }
 
-// splitReader returns its input in pieces whose sizes come from sizes.
-type splitReader struct {
-	b     []byte
-	sizes []byte
-}
-
-func (r *splitReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := len(r.b)
-	if len(r.sizes) > 0 {
-		n = int(r.sizes[0])%len(r.b) + 1
-		r.sizes = r.sizes[1:]
-	}
-	n = min(n, len(p))
-	copy(p, r.b[:n])
-	r.b = r.b[n:]
-	return n, nil
-}
-
 // FuzzSplits feeds the same stream split at random boundaries and checks
 // that the events are the same as when it is read whole.
 func FuzzSplits(f *testing.F) {
@@ -101,7 +82,7 @@ func FuzzSplits(f *testing.F) {
 	f.Add([]byte("data: {}\n\n\n\ndata:\n\n"), []byte{0})
 	f.Fuzz(func(t *testing.T, stream, sizes []byte) {
 		want, werr := readAll(bytes.NewReader(stream), 1<<16, 1<<20)
-		out, err := readAll(&splitReader{b: stream, sizes: sizes}, 16, 1<<20)
+		out, err := readAll(&wiretest.SplitReader{B: stream, Sizes: sizes}, 16, 1<<20)
 		if (werr == nil) != (err == nil) {
 			t.Fatalf("errors differ: whole %v, split %v", werr, err)
 		}

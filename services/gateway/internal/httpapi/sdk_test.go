@@ -1,0 +1,434 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	anthropic "github.com/anthropics/anthropic-sdk-go/v2"
+	anthropicopt "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/openai/openai-go/v3"
+	openaiopt "github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/moat-ai/moat/libs/authn"
+	"github.com/moat-ai/moat/libs/events"
+	"github.com/moat-ai/moat/libs/events/eventstest"
+	"github.com/moat-ai/moat/libs/providertest"
+	"github.com/moat-ai/moat/libs/secretbox"
+	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	gatewayv1 "github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1"
+	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/gateway"
+	"github.com/moat-ai/moat/services/gateway/internal/httpapi"
+	"github.com/moat-ai/moat/services/gateway/internal/ir"
+	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
+	"github.com/moat-ai/moat/services/gateway/internal/usage"
+	anthropicwire "github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
+	ssewire "github.com/moat-ai/moat/services/gateway/internal/wire/sse"
+)
+
+// kinds are the provider kinds the SDK tests call, each with the wire
+// format its mock answers in.
+var kinds = []struct {
+	name string
+	typ  configv1.Provider_Type
+}{
+	{"openai_compatible", configv1.Provider_TYPE_OPENAI_COMPATIBLE},
+	{"openai", configv1.Provider_TYPE_OPENAI},
+	{"anthropic", configv1.Provider_TYPE_ANTHROPIC},
+}
+
+// sdkFixture is a gateway in front of one mock per provider kind (and one
+// more per kind that answers with tool calls), every mock reporting
+// cached, cache-write and reasoning tokens.
+type sdkFixture struct {
+	url   string
+	key   string
+	mocks map[string]*providertest.Server // by route model
+	usage jetstream.Consumer
+}
+
+type sdkOptions struct {
+	maxInFlight int
+	slowModel   bool
+}
+
+type sdkOption func(*sdkOptions)
+
+// withMaxInFlight bounds the calls the gateway serves at once.
+func withMaxInFlight(n int) sdkOption { return func(o *sdkOptions) { o.maxInFlight = n } }
+
+// withSlowModel adds route slow-model to a mock that answers after 1.5 s.
+func withSlowModel() sdkOption { return func(o *sdkOptions) { o.slowModel = true } }
+
+func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
+	t.Helper()
+	var o sdkOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	f := &sdkFixture{key: newKey(t), mocks: map[string]*providertest.Server{}}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	hasher, err := authn.NewHasher(random(t, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := authn.NewIndex(hasher)
+	keys.Replace(1, []*identityv1.KeyIndexEntry{{KeyId: "sdk-key", KeyHmac: hasher.Hash(f.key), Role: identityv1.KeyIndexEntry_ROLE_PROJECT, Organization: org, Project: project}})
+	keyring, err := secretbox.ParseKeyring("k1:" + base64.StdEncoding.EncodeToString(random(t, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resources := []*configv1.ConfigResource{
+		{Resource: &configv1.ConfigResource_Organization{Organization: &configv1.Organization{Name: org}}},
+		{Resource: &configv1.ConfigResource_Project{Project: &configv1.Project{Name: project}}},
+	}
+	type mock struct {
+		model string
+		typ   configv1.Provider_Type
+		cfg   providertest.Config
+	}
+	var mocks []mock
+	for _, k := range kinds {
+		cfg := providertest.Config{Credential: upstreamCredential, Chunks: 3, CachedTokens: 2, CacheWriteTokens: 1, ReasoningTokens: 1}
+		mocks = append(mocks, mock{k.name + "-model", k.typ, cfg})
+		cfg.ToolCalls = []string{"get_weather"}
+		mocks = append(mocks, mock{k.name + "-tools", k.typ, cfg})
+	}
+	if o.slowModel {
+		mocks = append(mocks, mock{"slow-model", configv1.Provider_TYPE_OPENAI_COMPATIBLE, providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond}})
+	}
+	for _, mk := range mocks {
+		{
+			cfg, model := mk.cfg, mk.model
+			m := providertest.New(cfg)
+			srv := httptest.NewServer(m)
+			t.Cleanup(srv.Close)
+			f.mocks[model] = m
+			name := org + "/providers/" + model
+			sealed, err := keyring.Seal([]byte(upstreamCredential), []byte(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resources = append(resources,
+				&configv1.ConfigResource{Resource: &configv1.ConfigResource_Provider{Provider: &configv1.GatewayProvider{
+					Provider:   &configv1.Provider{Name: name, Type: mk.typ, BaseUrl: srv.URL + "/v1", HasCredential: true},
+					Credential: &configv1.SealedSecret{KekId: sealed.KEKID, WrappedKey: sealed.WrappedKey, Ciphertext: sealed.Ciphertext},
+				}}},
+				&configv1.ConfigResource{Resource: &configv1.ConfigResource_Route{Route: &configv1.Route{
+					Name: project + "/routes/" + model, Model: model, Provider: name, UpstreamModel: "upstream-" + model,
+				}}})
+		}
+	}
+	store := snapshot.NewStore(keyring, log)
+	store.Replace(1, resources)
+
+	ns := eventstest.NewServer(t)
+	_, js := eventstest.Connect(t, ns)
+	ctx := context.Background()
+	if _, err := events.EnsureStream(ctx, js, events.StreamConfig{Name: "GATEWAY", Subjects: []string{"gateway.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := usage.New(js, usage.Options{Drain: 5 * time.Second, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubCtx, stopPub := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() {
+		_ = pub.Run(pubCtx)
+		close(pubDone)
+	}()
+	t.Cleanup(func() {
+		stopPub()
+		<-pubDone
+	})
+	if f.usage, err = js.OrderedConsumer(ctx, "GATEWAY", jetstream.OrderedConsumerConfig{FilterSubjects: []string{usage.Subject}}); err != nil {
+		t.Fatal(err)
+	}
+	transport := gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	t.Cleanup(transport.CloseIdleConnections)
+	mux := http.NewServeMux()
+	httpapi.New(gateway.New(gateway.Options{Keys: keys, Routes: store, Usage: pub, Renderer: httpapi.Render{}, Transport: transport, MaxInFlight: o.maxInFlight, Log: log})).Mount(mux)
+	gw := httptest.NewServer(mux)
+	t.Cleanup(gw.Close)
+	f.url = gw.URL
+	t.Cleanup(func() {
+		if l := logs.String(); strings.Contains(l, upstreamCredential) || strings.Contains(l, f.key) {
+			t.Errorf("a secret reached the logs:\n%s", l)
+		}
+	})
+	return f
+}
+
+// nextUsage returns the next usage event.
+func (f *sdkFixture) nextUsage(t *testing.T) *gatewayv1.UsageRecorded {
+	t.Helper()
+	msg, err := f.usage.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("no usage event within 10s: %v", err)
+	}
+	var u gatewayv1.UsageRecorded
+	if err := proto.Unmarshal(msg.Data(), &u); err != nil {
+		t.Fatal(err)
+	}
+	return &u
+}
+
+// reported replays the gateway's last request to the mock behind model
+// and reads the usage the mock reports for it, in the mock's own format:
+// what the ledger must match, kind by kind.
+func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
+	t.Helper()
+	m := f.mocks[model]
+	last, ok := m.LastRequest()
+	if !ok {
+		t.Fatalf("mock %s got no request", model)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(last.Method, last.Path, bytes.NewReader(last.Body))
+	req.Header = last.Header.Clone()
+	m.ServeHTTP(rec, req)
+	body := rec.Body.Bytes()
+	isAnthropic := strings.HasSuffix(last.Path, "/messages")
+	if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/event-stream") {
+		if isAnthropic {
+			return anthropicwire.ReadUsage(body)
+		}
+		u, _ := openaichat.ReadUsage(body)
+		return u
+	}
+	var u ir.Usage
+	rd := ssewire.NewReader(bufio.NewReader(bytes.NewReader(body)), 1<<20)
+	for {
+		ev, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return u
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if isAnthropic {
+			u.Merge(anthropicwire.ReadStreamUsage(anthropicwire.EventKind(ev.Name, ev.Data), ev.Data))
+		} else if v, _ := openaichat.ReadUsage(ev.Data); v.Found {
+			u.Merge(v)
+		}
+	}
+}
+
+// checkUsage compares the usage event of the last call with what the mock
+// reported, token kind by token kind.
+func (f *sdkFixture) checkUsage(t *testing.T, model string, stream bool) {
+	t.Helper()
+	got := f.nextUsage(t)
+	want := f.reported(t, model)
+	if !want.Found || want.Input == 0 || want.Output == 0 || want.CacheRead == 0 {
+		t.Fatalf("the mock reported %+v: want every kind set", want)
+	}
+	g := ir.Usage{Input: got.GetInputTokens(), CacheRead: got.GetCacheReadInputTokens(), CacheWrite: got.GetCacheWriteInputTokens(),
+		Output: got.GetOutputTokens(), Reasoning: got.GetReasoningTokens(), Found: true}
+	if g != want || got.GetModel() != model || got.GetHttpStatus() != 200 || got.GetStream() != stream {
+		t.Errorf("usage event %v\nwant tokens %+v for %s (stream %v, status 200)", got, want, model, stream)
+	}
+}
+
+func openAIClient(f *sdkFixture) openai.Client {
+	return openai.NewClient(openaiopt.WithBaseURL(f.url+"/v1"), openaiopt.WithAPIKey(f.key), openaiopt.WithMaxRetries(0))
+}
+
+func anthropicClient(f *sdkFixture) anthropic.Client {
+	return anthropic.NewClient(anthropicopt.WithBaseURL(f.url), anthropicopt.WithAPIKey(f.key), anthropicopt.WithMaxRetries(0))
+}
+
+// The official OpenAI SDK calls every provider kind: plain, streamed, and
+// a tool call answered with a tool result; the usage event matches what
+// the provider reported.
+func TestOpenAISDK(t *testing.T) {
+	t.Parallel()
+	f := newSDKFixture(t)
+	client := openAIClient(f)
+	ctx := t.Context()
+	weather := openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{Name: "get_weather",
+		Parameters: shared.FunctionParameters{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}})
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			model := k.name + "-model"
+			params := openai.ChatCompletionNewParams{Model: model, Messages: []openai.ChatCompletionMessageParamUnion{
+				openai.SystemMessage("be brief"), openai.UserMessage("count to three please")}}
+			c, err := client.Chat.Completions.New(ctx, params)
+			if err != nil {
+				t.Fatalf("plain: %v", err)
+			}
+			if len(c.Choices) != 1 || !strings.HasPrefix(c.Choices[0].Message.Content, "tok1") || c.Choices[0].FinishReason != "stop" {
+				t.Errorf("plain answer = %s", c.RawJSON())
+			}
+			if c.Usage.PromptTokens == 0 || c.Usage.PromptTokensDetails.CachedTokens != 2 {
+				t.Errorf("plain usage = %+v, want prompt tokens with 2 cached", c.Usage)
+			}
+			f.checkUsage(t, model, false)
+
+			params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+			stream := client.Chat.Completions.NewStreaming(ctx, params)
+			var acc openai.ChatCompletionAccumulator
+			for stream.Next() {
+				acc.AddChunk(stream.Current())
+			}
+			if err := stream.Err(); err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			if len(acc.Choices) != 1 || !strings.HasPrefix(acc.Choices[0].Message.Content, "tok1") || acc.Usage.CompletionTokens == 0 {
+				t.Errorf("streamed answer = %+v", acc.ChatCompletion)
+			}
+			f.checkUsage(t, model, true)
+
+			tools := k.name + "-tools"
+			tp := openai.ChatCompletionNewParams{Model: tools, Tools: []openai.ChatCompletionToolUnionParam{weather},
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("what is the weather in Paris today")}}
+			c, err = client.Chat.Completions.New(ctx, tp)
+			if err != nil {
+				t.Fatalf("tools: %v", err)
+			}
+			calls := c.Choices[0].Message.ToolCalls
+			if len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].ID == "" || c.Choices[0].FinishReason != "tool_calls" {
+				t.Fatalf("tool answer = %s", c.RawJSON())
+			}
+			f.checkUsage(t, tools, false)
+			tp.Messages = append(tp.Messages, c.Choices[0].Message.ToParam(), openai.ToolMessage("sunny and warm", calls[0].ID))
+			stream = client.Chat.Completions.NewStreaming(ctx, tp)
+			acc = openai.ChatCompletionAccumulator{}
+			for stream.Next() {
+				acc.AddChunk(stream.Current())
+			}
+			if err := stream.Err(); err != nil {
+				t.Fatalf("tool result turn: %v", err)
+			}
+			if len(acc.Choices) != 1 || len(acc.Choices[0].Message.ToolCalls) != 1 || acc.Choices[0].Message.ToolCalls[0].Function.Arguments == "" {
+				t.Errorf("streamed tool answer = %+v", acc.ChatCompletion)
+			}
+			f.checkUsage(t, tools, true)
+			// What the provider got holds the tool result, in its own format.
+			last, _ := f.mocks[tools].LastRequest()
+			if !bytes.Contains(last.Body, []byte("sunny and warm")) || !bytes.Contains(last.Body, []byte(calls[0].ID)) {
+				t.Errorf("the provider did not get the tool result: %s", last.Body)
+			}
+		})
+	}
+}
+
+// The official Anthropic SDK calls every provider kind the same way.
+func TestAnthropicSDK(t *testing.T) {
+	t.Parallel()
+	f := newSDKFixture(t)
+	client := anthropicClient(f)
+	ctx := t.Context()
+	weather := anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{Name: "get_weather",
+		InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"n": map[string]any{"type": "integer"}}}}}
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			model := k.name + "-model"
+			params := anthropic.MessageNewParams{Model: model, MaxTokens: 100,
+				System:   []anthropic.TextBlockParam{{Text: "be brief"}},
+				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("count to three please"))}}
+			m, err := client.Messages.New(ctx, params)
+			if err != nil {
+				t.Fatalf("plain: %v", err)
+			}
+			if len(m.Content) != 1 || !strings.HasPrefix(m.Content[0].Text, "tok1") || m.StopReason != anthropic.StopReasonEndTurn {
+				t.Errorf("plain answer = %s", m.RawJSON())
+			}
+			if m.Usage.CacheReadInputTokens != 2 || m.Usage.InputTokens == 0 {
+				t.Errorf("plain usage = %+v, want input tokens with 2 read from the cache", m.Usage)
+			}
+			f.checkUsage(t, model, false)
+
+			stream := client.Messages.NewStreaming(ctx, params)
+			var acc anthropic.Message
+			for stream.Next() {
+				if err := acc.Accumulate(stream.Current()); err != nil {
+					t.Fatalf("accumulate: %v", err)
+				}
+			}
+			if err := stream.Err(); err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			if len(acc.Content) != 1 || !strings.HasPrefix(acc.Content[0].Text, "tok1") || acc.Usage.OutputTokens == 0 {
+				t.Errorf("streamed answer = %+v", acc)
+			}
+			f.checkUsage(t, model, true)
+
+			tools := k.name + "-tools"
+			tp := anthropic.MessageNewParams{Model: tools, MaxTokens: 100, Tools: []anthropic.ToolUnionParam{weather},
+				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("what is the weather in Paris today"))}}
+			m, err = client.Messages.New(ctx, tp)
+			if err != nil {
+				t.Fatalf("tools: %v", err)
+			}
+			var use *anthropic.ContentBlockUnion
+			for i := range m.Content {
+				if m.Content[i].Type == "tool_use" {
+					use = &m.Content[i]
+				}
+			}
+			if use == nil || use.Name != "get_weather" || use.ID == "" || m.StopReason != anthropic.StopReasonToolUse {
+				t.Fatalf("tool answer = %s", m.RawJSON())
+			}
+			f.checkUsage(t, tools, false)
+			tp.Messages = append(tp.Messages, m.ToParam(), anthropic.NewUserMessage(anthropic.NewToolResultBlock(use.ID, "sunny and warm", false)))
+			stream = client.Messages.NewStreaming(ctx, tp)
+			acc = anthropic.Message{}
+			for stream.Next() {
+				if err := acc.Accumulate(stream.Current()); err != nil {
+					t.Fatalf("accumulate: %v", err)
+				}
+			}
+			if err := stream.Err(); err != nil {
+				t.Fatalf("tool result turn: %v", err)
+			}
+			if acc.StopReason != anthropic.StopReasonToolUse {
+				t.Errorf("streamed tool answer = %+v", acc)
+			}
+			f.checkUsage(t, tools, true)
+			last, _ := f.mocks[tools].LastRequest()
+			if !bytes.Contains(last.Body, []byte("sunny and warm")) || !bytes.Contains(last.Body, []byte(use.ID)) {
+				t.Errorf("the provider did not get the tool result: %s", last.Body)
+			}
+		})
+	}
+}
+
+// Errors reach each SDK in its own shape: the Anthropic SDK sees an
+// Anthropic error with the gateway's code in a header.
+func TestSDKErrors(t *testing.T) {
+	t.Parallel()
+	f := newSDKFixture(t)
+	ac := anthropicClient(f)
+	_, err := ac.Messages.New(t.Context(), anthropic.MessageNewParams{Model: "no-such-model", MaxTokens: 10,
+		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))}})
+	var ae *anthropic.Error
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusNotFound || !strings.Contains(ae.RawJSON(), `"not_found_error"`) ||
+		ae.Response.Header.Get(httpapi.HeaderErrorCode) != "model_not_found" {
+		t.Errorf("unknown model via the Anthropic SDK = %v", err)
+	}
+	oc := openAIClient(f)
+	_, err = oc.Chat.Completions.New(t.Context(), openai.ChatCompletionNewParams{Model: "anthropic-model", N: openai.Int(2),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+	var oe *openai.Error
+	if !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest || oe.Code != "unsupported_parameter" || oe.Param != "n" {
+		t.Errorf("n=2 to an Anthropic provider via the OpenAI SDK = %v", err)
+	}
+}
