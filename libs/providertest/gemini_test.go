@@ -166,6 +166,7 @@ func TestGeminiStream(t *testing.T) {
 		t.Parallel()
 		_, url := start(t, providertest.Config{Credential: credential})
 		resp := post(t, url+studioPath+"streamGenerateContent", body, header, http.StatusOK)
+		defer resp.Body.Close() // readAll closes it too; a second Close is harmless
 		var chunks []map[string]any
 		if err := json.Unmarshal(readAll(t, resp), &chunks); err != nil {
 			t.Fatalf("not a JSON array: %v", err)
@@ -225,6 +226,7 @@ func TestGeminiAuthAndErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			resp := post(t, url+tt.path, geminiBody+`}`, tt.header, tt.want)
+			defer resp.Body.Close() // readAll closes it too; a second Close is harmless
 			raw := readAll(t, resp)
 			if tt.want == http.StatusOK {
 				return

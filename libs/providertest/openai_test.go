@@ -273,6 +273,7 @@ func TestEmbeddings(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			resp := post(t, url+"/v1/embeddings", tt.body, nil, http.StatusOK)
+			defer resp.Body.Close() // readAll closes it too; a second Close is harmless
 			var got embeddingAnswer
 			if err := json.Unmarshal(readAll(t, resp), &got); err != nil {
 				t.Fatal(err)

@@ -30,8 +30,8 @@ const (
 	HeaderChunks           = "X-Mock-Chunks"
 	HeaderChunkDelay       = "X-Mock-Chunk-Delay-Ms"
 	HeaderError            = "X-Mock-Error"
-	HeaderCachedTokens     = "X-Mock-Cached-Tokens"
-	HeaderCacheWriteTokens = "X-Mock-Cache-Write-Tokens"
+	HeaderCachedTokens     = "X-Mock-Cached-Tokens"      //nolint:gosec // a header name, not a credential
+	HeaderCacheWriteTokens = "X-Mock-Cache-Write-Tokens" //nolint:gosec // a header name, not a credential
 	HeaderReasoningTokens  = "X-Mock-Reasoning-Tokens"
 	HeaderToolCall         = "X-Mock-Tool-Call"
 	HeaderStreamError      = "X-Mock-Stream-Error"

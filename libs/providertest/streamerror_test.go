@@ -219,6 +219,7 @@ func TestMalformedHeaders(t *testing.T) {
 					header[k] = v
 				}
 				resp := post(t, url+api.path, api.body, header, http.StatusBadRequest)
+				defer resp.Body.Close() // readAll closes it too; a second Close is harmless
 				body := string(readAll(t, resp))
 				if !strings.Contains(body, h) {
 					t.Errorf("refusal %s does not name %s", body, h)

@@ -49,10 +49,13 @@ type Call struct {
 	// dropped lists the members a translated path dropped.
 	dropped []string
 
-	principal authn.Principal
-	route     *snapshot.Route
-	status    int
-	usage     ir.Usage
+	renderer Renderer
+	// countedByProvider marks a token count the provider made.
+	countedByProvider bool
+	principal         authn.Principal
+	route             *snapshot.Route
+	status            int
+	usage             ir.Usage
 }
 
 // NewCall returns a call arriving at now.
@@ -68,9 +71,18 @@ func (g *Gateway) parse(c *Call) *Refusal {
 	case wire.OpenAIChat:
 		c.chat, err = openaichat.ParseRequest(c.Body)
 		c.Model, c.Stream = c.chat.Model, c.chat.Stream
+	case wire.OpenAICompletions:
+		c.chat, err = openaichat.ParseCompletions(c.Body)
+		c.Model, c.Stream = c.chat.Model, c.chat.Stream
+	case wire.OpenAIEmbeddings:
+		c.chat, err = openaichat.ParseEmbeddings(c.Body)
+		c.Model = c.chat.Model
 	case wire.Anthropic:
 		c.msgs, err = anthropic.ParseRequest(c.Body)
 		c.Model, c.Stream = c.msgs.Model, c.msgs.Stream
+	case wire.AnthropicCountTokens:
+		c.msgs, err = anthropic.ParseCountTokens(c.Body)
+		c.Model = c.msgs.Model
 	default:
 		return &Refusal{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: CodeUnknownURL, Gate: GateShape, Message: "This API is not served."}
 	}
@@ -84,9 +96,15 @@ func (g *Gateway) parse(c *Call) *Refusal {
 	return nil
 }
 
+// refuse answers c with d in the client's format.
+func (c *Call) refuse(w http.ResponseWriter, d *Refusal) {
+	c.status = d.Status
+	c.renderer.Refuse(w, c.API, d)
+}
+
 // keyHint says how the client's API presents a key.
 func (c *Call) keyHint() string {
-	if c.API == wire.Anthropic {
+	if c.API.Anthropics() {
 		return "`x-api-key: <key>` or `Authorization: Bearer <key>`"
 	}
 	return "`Authorization: Bearer <key>`"

@@ -100,6 +100,7 @@ func (g *Gateway) Now() time.Time { return g.o.Now() }
 // provider and relays its answer to w. The order of the gates is the
 // product's: it is written here once, as a sequence.
 func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, c *Call) {
+	c.renderer = g.o.Renderer
 	d := g.parse(c) // 400 shape
 	if d == nil {
 		d = g.authenticate(c) // 401 / 403
@@ -107,7 +108,8 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, c *Call) {
 	if d == nil {
 		d = g.route(c) // 404 model_not_found / 403 model_not_allowed
 	}
-	if d == nil {
+	billable := c.API.Billable()
+	if d == nil && billable {
 		d = g.reserveRecord() // 503: no room to record the usage
 	}
 	if d != nil {
@@ -115,9 +117,11 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, c *Call) {
 		return
 	}
 	// From here on the call reached a provider's route: whatever happens,
-	// it is recorded.
+	// a billable call is recorded.
 	g.call(w, r, c)
-	g.settle(r.Context(), c)
+	if billable {
+		g.settle(r.Context(), c)
+	}
 }
 
 // Enter admits a call into the bounded set served at once, or sheds it:
@@ -147,10 +151,7 @@ func (g *Gateway) reserveRecord() *Refusal {
 }
 
 // deny answers a refused call. Refusals before forwarding record no usage.
-func (g *Gateway) deny(w http.ResponseWriter, c *Call, d *Refusal) {
-	c.status = d.Status
-	g.o.Renderer.Refuse(w, c.API, d)
-}
+func (g *Gateway) deny(w http.ResponseWriter, c *Call, d *Refusal) { c.refuse(w, d) }
 
 // authenticate checks the API key: a project key passes; a missing or
 // unknown key gets 401, and any other key (a platform admin's) 403.

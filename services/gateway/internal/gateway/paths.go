@@ -49,7 +49,14 @@ var paths = map[pathKey]path{
 	{wire.OpenAIChat, wire.OpenAIChat}: chatNative{},
 	{wire.Anthropic, wire.Anthropic}:   messagesNative{},
 	{wire.OpenAIChat, wire.Anthropic}:  translated{client: wire.OpenAIChat, upstream: wire.Anthropic},
-	{wire.Anthropic, wire.OpenAIChat}:  translated{client: wire.Anthropic, upstream: wire.OpenAIChat},
+	// The other envelopes are served natively only: legacy completions
+	// and embeddings by OpenAI-compatible providers, token counts by
+	// Anthropic (and estimated by the gateway elsewhere).
+	{wire.OpenAICompletions, wire.OpenAICompletions}:       chatNative{},
+	{wire.OpenAIEmbeddings, wire.OpenAIEmbeddings}:         chatNative{},
+	{wire.AnthropicCountTokens, wire.AnthropicCountTokens}: countNative{},
+	{wire.AnthropicCountTokens, wire.APIUnknown}:           countLocal{},
+	{wire.Anthropic, wire.OpenAIChat}:                      translated{client: wire.Anthropic, upstream: wire.OpenAIChat},
 }
 
 // pathFor returns the path serving client by upstream, nil when none.
@@ -171,3 +178,12 @@ func (s *messagesNativeStream) event(out []byte, ev sse.Event) ([]byte, bool, *R
 
 func (s *messagesNativeStream) end(out []byte) ([]byte, *Refusal) { return out, nil }
 func (s *messagesNativeStream) usage() ir.Usage                   { return s.u }
+
+// countNative forwards count_tokens to an Anthropic provider, marking the
+// answer as the provider's count.
+type countNative struct{ messagesNative }
+
+func (countNative) whole(c *Call, body []byte) ([]byte, *Refusal) {
+	c.countedByProvider = true
+	return body, nil
+}

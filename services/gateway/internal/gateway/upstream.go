@@ -51,6 +51,10 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 			Message: "The provider of the model `" + Truncate(c.Model, 128) + "` cannot serve this API (" + c.API.String() + ")."})
 		return
 	}
+	if lp, ok := pa.(localPath); ok {
+		lp.answer(w, c)
+		return
+	}
 	body, d := pa.request(c)
 	if d != nil {
 		g.fail(w, c, d)
@@ -110,10 +114,7 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 }
 
 // fail answers a routed call that could not be served.
-func (g *Gateway) fail(w http.ResponseWriter, c *Call, d *Refusal) {
-	c.status = d.Status
-	g.o.Renderer.Refuse(w, c.API, d)
-}
+func (g *Gateway) fail(w http.ResponseWriter, c *Call, d *Refusal) { c.refuse(w, d) }
 
 func isEventStream(contentType string) bool {
 	if strings.HasPrefix(contentType, "text/event-stream") {
@@ -159,6 +160,9 @@ func (g *Gateway) relayWhole(w http.ResponseWriter, r *http.Request, ctx context
 	}
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		h.Set("Retry-After", v)
+	}
+	if c.countedByProvider {
+		h.Set(HeaderTokenCount, "provider")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(out)))
 	c.status = resp.StatusCode

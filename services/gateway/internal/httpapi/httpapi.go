@@ -30,6 +30,9 @@ func New(g *gateway.Gateway) *Handler { return &Handler{g: g} }
 func (h *Handler) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/chat/completions", h.post(wire.OpenAIChat))
 	mux.HandleFunc("/v1/messages", h.post(wire.Anthropic))
+	mux.HandleFunc("/v1/messages/count_tokens", h.post(wire.AnthropicCountTokens))
+	mux.HandleFunc("/v1/completions", h.post(wire.OpenAICompletions))
+	mux.HandleFunc("/v1/embeddings", h.post(wire.OpenAIEmbeddings))
 	mux.HandleFunc("/v1/models", h.models)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		h.r.Refuse(w, apiOf(r), &gateway.Refusal{Status: http.StatusNotFound, Type: gateway.TypeInvalidRequest, Code: gateway.CodeUnknownURL,
@@ -103,7 +106,7 @@ func keyOf(r *http.Request, api wire.API) string {
 	if key, ok := authn.Bearer(r.Header.Get("Authorization")); ok {
 		return key
 	}
-	if api == wire.Anthropic {
+	if api.Anthropics() {
 		return r.Header.Get("X-Api-Key")
 	}
 	return ""

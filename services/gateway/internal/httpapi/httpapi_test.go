@@ -781,11 +781,11 @@ func TestModels(t *testing.T) {
 			t.Errorf("GET /v1/models = %d, want %d", r.status, want)
 		}
 	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.url+"/v1/embeddings", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.url+"/v1/no-such-endpoint", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r := do(t, req); r.status != http.StatusNotFound || errorOf(t, r).Error.Code != "unknown_url" {
-		t.Errorf("GET /v1/embeddings = %d %s, want 404 unknown_url", r.status, r.body)
+		t.Errorf("GET /v1/no-such-endpoint = %d %s, want 404 unknown_url", r.status, r.body)
 	}
 }

@@ -39,14 +39,14 @@ func (Render) Refuse(w http.ResponseWriter, api wire.API, d *gateway.Refusal) {
 // shape.
 func (Render) AppendStreamError(dst []byte, api wire.API, d *gateway.Refusal) []byte {
 	b := appendErrorBody(nil, api, d)
-	if api == wire.Anthropic {
+	if api.Anthropics() {
 		return sse.AppendEvent(dst, "error", b)
 	}
 	return sse.AppendEvent(dst, "", b)
 }
 
 func appendErrorBody(dst []byte, api wire.API, d *gateway.Refusal) []byte {
-	if api == wire.Anthropic {
+	if api.Anthropics() {
 		typ := anthropic.ErrorType(d.Status)
 		if d.Type == gateway.TypeOverloaded {
 			typ = "overloaded_error"

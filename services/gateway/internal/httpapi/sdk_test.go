@@ -432,3 +432,60 @@ func TestSDKErrors(t *testing.T) {
 		t.Errorf("n=2 to an Anthropic provider via the OpenAI SDK = %v", err)
 	}
 }
+
+// Embeddings (float and base64, batched, with dimensions), legacy
+// completions and token counts through the official SDKs.
+func TestOtherEndpoints(t *testing.T) {
+	t.Parallel()
+	f := newSDKFixture(t)
+	ctx := t.Context()
+	oc := openAIClient(f)
+	for _, format := range []openai.EmbeddingNewParamsEncodingFormat{openai.EmbeddingNewParamsEncodingFormatFloat, openai.EmbeddingNewParamsEncodingFormatBase64} {
+		e, err := oc.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "openai_compatible-model", Dimensions: openai.Int(8), EncodingFormat: format,
+			Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"one two", "three"}}})
+		if err != nil {
+			t.Fatalf("embeddings (%s): %v", format, err)
+		}
+		want := providertest.Embedding("one two", 8)
+		if len(e.Data) != 2 || len(e.Data[0].Embedding) != 8 || float32(e.Data[0].Embedding[0]) != want[0] || e.Usage.PromptTokens != 3 {
+			t.Errorf("embeddings (%s) = %s", format, e.RawJSON())
+		}
+		if u := f.nextUsage(t); u.GetInputTokens() != 3 || u.GetOutputTokens() != 0 || u.GetHttpStatus() != 200 {
+			t.Errorf("embeddings usage event = %v, want 3 input tokens", u)
+		}
+	}
+	c, err := oc.Completions.New(ctx, openai.CompletionNewParams{Model: "openai_compatible-model", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("please say hello to everyone here")}})
+	if err != nil {
+		t.Fatalf("completions: %v", err)
+	}
+	if len(c.Choices) != 1 || !strings.HasPrefix(c.Choices[0].Text, "tok1") {
+		t.Errorf("completion = %s", c.RawJSON())
+	}
+	f.checkUsage(t, "openai_compatible-model", false)
+	// Embeddings of a provider without them: a clear 400, nothing recorded.
+	_, err = oc.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "anthropic-model", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("x")}})
+	var oe *openai.Error
+	if !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest || oe.Code != "unsupported_for_model" {
+		t.Errorf("embeddings from an Anthropic provider = %v, want 400 unsupported_for_model", err)
+	}
+	f.nextUsage(t) // the refused embeddings call was routed: it is recorded with its 400
+
+	ac := anthropicClient(f)
+	msgs := []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("one two three four five"))}
+	n, err := ac.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "anthropic-model", Messages: msgs})
+	if err != nil || n.InputTokens != 5 {
+		t.Errorf("count_tokens by the provider = %+v, %v; want 5", n, err)
+	}
+	var resp *http.Response
+	n, err = ac.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "openai_compatible-model", Messages: msgs}, anthropicopt.WithResponseInto(&resp))
+	if err != nil || n.InputTokens < 5 || n.InputTokens > 20 || resp.Header.Get("Moat-Token-Count") != "estimate" {
+		t.Errorf("count_tokens estimated = %+v, %v, header %q; want about 9, marked estimate", n, err, resp.Header.Get("Moat-Token-Count"))
+	}
+	// Counting bills nothing: the next usage event is the next call's.
+	if _, err := oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "openai-model", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a b c d")}}); err != nil {
+		t.Fatal(err)
+	}
+	if u := f.nextUsage(t); u.GetModel() != "openai-model" {
+		t.Errorf("usage event after count_tokens is for %s, want openai-model", u.GetModel())
+	}
+}

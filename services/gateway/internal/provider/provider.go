@@ -124,18 +124,26 @@ func (p *Provider) String() string { return p.Name }
 
 // Upstream returns the wire API the provider is called with for a
 // client speaking client, and whether it can serve that client at all.
-// Equal APIs mean the native path; different ones, translation.
+// Equal APIs mean the native path; different ones, translation;
+// APIUnknown with true, that the gateway answers itself (a token count
+// the provider cannot make).
 func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 	switch p.Kind {
 	case OpenAICompatible, OpenAI:
 		switch client {
 		case wire.OpenAIChat, wire.Anthropic:
 			return wire.OpenAIChat, true
+		case wire.OpenAICompletions, wire.OpenAIEmbeddings:
+			return client, true
+		case wire.AnthropicCountTokens:
+			return wire.APIUnknown, true // counted locally
 		}
 	case Anthropic:
 		switch client {
 		case wire.OpenAIChat, wire.Anthropic:
 			return wire.Anthropic, true
+		case wire.AnthropicCountTokens:
+			return client, true
 		}
 	}
 	return wire.APIUnknown, false
@@ -167,6 +175,12 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 		path = "/chat/completions"
 	case wire.Anthropic:
 		path = "/messages"
+	case wire.OpenAICompletions:
+		path = "/completions"
+	case wire.OpenAIEmbeddings:
+		path = "/embeddings"
+	case wire.AnthropicCountTokens:
+		path = "/messages/count_tokens"
 	default:
 		return nil, fmt.Errorf("provider %s: wire API %s not served", p.Name, c.API)
 	}

@@ -21,9 +21,26 @@ const (
 	OpenAIChat
 	// Anthropic is Anthropic's Messages (POST /messages).
 	Anthropic
+	// OpenAICompletions is OpenAI's legacy Completions (POST /completions).
+	OpenAICompletions
+	// OpenAIEmbeddings is OpenAI's Embeddings (POST /embeddings).
+	OpenAIEmbeddings
+	// AnthropicCountTokens is Anthropic's token count (POST
+	// /messages/count_tokens): not billable, no usage record.
+	AnthropicCountTokens
 )
 
-var apiNames = [...]string{APIUnknown: "unknown", OpenAIChat: "openai.chat", Anthropic: "anthropic.messages"}
+var apiNames = [...]string{ //nolint:gosec // API names, not credentials
+	APIUnknown: "unknown", OpenAIChat: "openai.chat", Anthropic: "anthropic.messages",
+	OpenAICompletions: "openai.completions", OpenAIEmbeddings: "openai.embeddings", AnthropicCountTokens: "anthropic.count_tokens"}
+
+// Billable reports whether calls of the API are metered (a usage record
+// per call).
+func (a API) Billable() bool { return a != AnthropicCountTokens && a != APIUnknown }
+
+// Anthropics reports whether the API is one of Anthropic's, whose errors
+// have Anthropic's shape.
+func (a API) Anthropics() bool { return a == Anthropic || a == AnthropicCountTokens }
 
 // String names the API in logs and metrics.
 func (a API) String() string {

@@ -42,7 +42,13 @@ type Request struct {
 // ParseRequest validates body and reads the members the gateway needs; a
 // member a gate reads that appears twice is refused. The error is a
 // *wire.RequestError.
-func ParseRequest(body []byte) (Request, error) {
+func ParseRequest(body []byte) (Request, error) { return parse(body, true) }
+
+// ParseCountTokens validates a count_tokens body: a Messages request
+// without max_tokens.
+func ParseCountTokens(body []byte) (Request, error) { return parse(body, false) }
+
+func parse(body []byte, needMax bool) (Request, error) {
 	var (
 		req                                      Request
 		sawModel, sawMessages, sawMax, sawStream bool
@@ -110,7 +116,7 @@ func ParseRequest(body []byte) (Request, error) {
 		return req, ErrNoModel
 	case !sawMessages:
 		return req, ErrNoMessages
-	case !sawMax:
+	case !sawMax && needMax:
 		return req, ErrNoMaxTokens
 	}
 	return req, nil

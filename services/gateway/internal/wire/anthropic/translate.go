@@ -57,10 +57,26 @@ var effortBudgets = map[string]int64{
 // output_format) of type json_schema sets ResponseFormat. A text document
 // source becomes base64 Data with media type text/plain, so that every
 // IR document is base64 or a URL.
-func DecodeRequest(body []byte) (*ir.Request, []string, error) {
+func DecodeRequest(body []byte) (*ir.Request, []string, error) { return decodeRequest(body, false) }
+
+// DecodeCountTokens reads a count_tokens body, a Messages request without
+// max_tokens, into the IR (MaxTokens 0 when absent).
+func DecodeCountTokens(body []byte) (*ir.Request, error) {
+	r, _, err := decodeRequest(body, true)
+	if r != nil && r.MaxTokens == math.MaxInt64 {
+		r.MaxTokens = 0
+	}
+	return r, err
+}
+
+func decodeRequest(body []byte, count bool) (*ir.Request, []string, error) {
 	var w requestWire
 	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, nil, jsonError("", err)
+	}
+	if count && w.MaxTokens == 0 {
+		// No answer is generated: any thinking budget is within bounds.
+		w.MaxTokens = math.MaxInt64
 	}
 	d := decoder{}
 	r := &ir.Request{

@@ -1,7 +1,9 @@
-// Package openaichat is the codec of OpenAI's Chat Completions wire format:
-// it validates and reads a request body in one shallow pass, rewrites the
-// few members the gateway changes by span edits, reads usage from answers
-// and stream chunks, and encodes errors. Every function is pure: no I/O.
+// Package openaichat is the codec of OpenAI's Chat Completions wire format,
+// and of the two formats that share its envelope (legacy Completions and
+// Embeddings): it validates and reads a request body in one shallow pass,
+// rewrites the few members the gateway changes by span edits, reads usage
+// from answers and stream chunks, and translates chat to and from the IR.
+// Every function is pure: no I/O.
 package openaichat
 
 import (
@@ -49,13 +51,46 @@ type Request struct {
 	closing     int  // the top-level closing brace
 }
 
-// ParseRequest validates body and reads the members the gateway needs. A
-// member a gate reads that appears twice is refused, so that the gates
-// and the provider can never see two different values. The error is a
-// *wire.RequestError.
-func ParseRequest(body []byte) (Request, error) {
+// ParseRequest validates a chat-completions body and reads the members the
+// gateway needs. A member a gate reads that appears twice is refused, so
+// that the gates and the provider can never see two different values. The
+// error is a *wire.RequestError.
+func ParseRequest(body []byte) (Request, error) { return parse(body, kindChat) }
+
+// ParseCompletions validates a legacy completions body (prompt instead of
+// messages).
+func ParseCompletions(body []byte) (Request, error) { return parse(body, kindCompletions) }
+
+// ParseEmbeddings validates an embeddings body (input; no stream).
+func ParseEmbeddings(body []byte) (Request, error) { return parse(body, kindEmbeddings) }
+
+type kind uint8
+
+const (
+	kindChat kind = iota
+	kindCompletions
+	kindEmbeddings
+)
+
+// Errors of the other envelopes.
+var (
+	ErrNoPrompt   = &wire.RequestError{Code: "missing_prompt", Param: "prompt", Message: "You must provide a prompt parameter."}
+	ErrPromptType = &wire.RequestError{Code: wire.CodeInvalidType, Param: "prompt", Message: "prompt must be a string or an array."}
+	ErrNoInput    = &wire.RequestError{Code: "missing_input", Param: "input", Message: "You must provide an input parameter."}
+	ErrInputType  = &wire.RequestError{Code: wire.CodeInvalidType, Param: "input", Message: "input must be a string or an array."}
+	ErrNoStream   = &wire.RequestError{Code: wire.CodeUnsupported, Param: "stream", Message: "stream is not supported for embeddings."}
+)
+
+func parse(body []byte, k kind) (Request, error) {
 	req := Request{modelSpan: span{-1, -1}, options: span{-1, -1}, include: span{-1, -1}}
 	var sawModel, sawMessages, sawStream bool
+	main, errNoMain, errMainType := "messages", ErrNoMessages, ErrMessagesType
+	switch k {
+	case kindCompletions:
+		main, errNoMain, errMainType = "prompt", ErrNoPrompt, ErrPromptType
+	case kindEmbeddings:
+		main, errNoMain, errMainType = "input", ErrNoInput, ErrInputType
+	}
 	closing, err := jsonx.Object(body, func(m jsonx.Member) error {
 		v := body[m.Start:m.End]
 		switch {
@@ -78,13 +113,13 @@ func ParseRequest(body []byte) (Request, error) {
 			default:
 				return ErrModelType
 			}
-		case m.Is("messages"):
+		case m.Is(main):
 			if sawMessages {
 				return ErrDuplicateName
 			}
 			sawMessages = true
-			if v[0] != '[' {
-				return ErrMessagesType
+			if v[0] != '[' && (k == kindChat || v[0] != '"') {
+				return errMainType
 			}
 		case m.Is("stream"):
 			if sawStream {
@@ -93,6 +128,9 @@ func ParseRequest(body []byte) (Request, error) {
 			sawStream = true
 			switch v[0] {
 			case 't':
+				if k == kindEmbeddings {
+					return ErrNoStream
+				}
 				req.Stream = true
 			case 'f', 'n':
 			default:
@@ -124,7 +162,7 @@ func ParseRequest(body []byte) (Request, error) {
 	case req.Model == "":
 		return req, ErrNoModel
 	case !sawMessages:
-		return req, ErrNoMessages
+		return req, errNoMain
 	}
 	req.closing = closing
 	return req, nil

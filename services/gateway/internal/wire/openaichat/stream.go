@@ -39,7 +39,8 @@ func StreamError(data []byte) (wire.UpstreamError, bool) {
 	return e, found && err == nil
 }
 
-// ChunkHasContent reports whether a stream chunk carries content: text,
+// ChunkHasContent reports whether a chat or completions stream chunk
+// carries content: text,
 // a refusal, reasoning or a tool call in a delta, a finish reason, or
 // usage. The role-only first chunk does not: until content comes, the
 // gateway may still try another provider. Malformed chunks count as
@@ -74,6 +75,8 @@ func choiceHasContent(c []byte) bool {
 		switch {
 		case m.Is("finish_reason"), m.Is("logprobs"):
 			has = has || !jsonx.IsNull(v)
+		case m.Is("text"): // legacy completions
+			has = has || (v[0] == '"' && len(v) > 2)
 		case m.Is("delta") && v[0] == '{':
 			_, _ = jsonx.Object(v, func(d jsonx.Member) error {
 				dv := v[d.Start:d.End]
