@@ -1,23 +1,23 @@
 // Command bench measures the latency the gateway adds, its CPU time per
-// request and its memory, following docs PERFORMANCE.md: the same requests
-// are sent through the gateway and straight to the mock provider in one
-// run, one at a time in interleaved rounds, then at fixed open-loop rates,
-// then closed-loop to saturation, plus streaming time-to-first-byte and a
-// point with a slow upstream. It writes raw results as JSON lines and a
-// markdown table. scripts/bench.sh starts the platform and pins the
-// processes to cores before it runs this.
+// request, the whole platform's, and the gateway's memory, following
+// docs PERFORMANCE.md: the same requests are sent through the gateway and
+// straight to the mock provider in one run, one at a time in interleaved
+// rounds (on the native path, an OpenAI client on an OpenAI-compatible
+// provider, and on the translated one, the same client on a provider
+// speaking Anthropic's Messages API), then at fixed open-loop rates, then
+// closed-loop to saturation, plus streaming time-to-first-byte and a point
+// with a slow upstream. Above saturation it reports what was served and
+// shed and whether the gateway recovered. It writes raw results as JSON
+// lines and markdown tables. scripts/bench.sh starts the platform and pins
+// the processes to cores before it runs this.
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,38 +34,55 @@ type config struct {
 	slowGatewayModel       string // a route to a mock with a 50 ms delay ("" to skip)
 	slowDirectURL          string
 	model, upstreamModel   string
+	translatedModel        string // a route to the mock in Anthropic's format ("" to skip)
+	maxTokens              int    // max_tokens of the direct Anthropic request
 	gatewayPID             int
+	platform               platform
 	out                    string
 	step, warmup           time.Duration
+	drainMax               time.Duration // the longest wait for the platform to be idle after a step
+	idleCeiling            time.Duration // the platform's CPU per second when idle, plus a margin
+	maxDuration            time.Duration
 	rounds, perRound       int
 	rates                  []int
+	overloadRate           int // open-loop steps at or above it get the overload verdict
 	satWorkers             int
-	features               string
-	pprofURL               string // the gateway's pprof base URL, to profile the 1000 req/s step
+	features, note         string
+	pprofURL               string // the gateway's pprof base URL, to profile the 1000 req/s steps
 	dir                    string // this run's output folder
 }
 
 func main() {
 	var c config
-	var rates string
+	var rates, pids string
 	flag.StringVar(&c.gatewayURL, "gateway", "", "the gateway's OpenAI base URL")
 	flag.StringVar(&c.gatewayKey, "gateway-key", os.Getenv("MOAT_API_KEY"), "a project API key")
 	flag.StringVar(&c.directURL, "direct", "", "the mock provider's base URL")
 	flag.StringVar(&c.directKey, "direct-key", os.Getenv("MOCK_PROVIDER_CREDENTIAL"), "the mock provider's credential")
-	flag.StringVar(&c.model, "model", "demo-model", "the logical model (gateway)")
+	flag.StringVar(&c.model, "model", "demo-model", "the logical model of the native path (gateway)")
 	flag.StringVar(&c.upstreamModel, "upstream-model", "mock-model", "the upstream model (direct)")
+	flag.StringVar(&c.translatedModel, "translated-model", "demo-claude", "the logical model of the translated path: a route to the mock as an Anthropic provider (\"\" to skip)")
+	// The gateway's default when an OpenAI client names no max_tokens
+	// (services/gateway/internal/wire/anthropic.DefaultMaxTokens).
+	flag.IntVar(&c.maxTokens, "translated-max-tokens", 8192, "max_tokens of the direct Anthropic request")
 	flag.StringVar(&c.slowGatewayModel, "slow-model", "", "a gateway model routed to a 50 ms mock")
 	flag.StringVar(&c.slowDirectURL, "slow-direct", "", "that 50 ms mock's base URL")
-	flag.IntVar(&c.gatewayPID, "gateway-pid", 0, "the gateway's pid, for CPU time and peak RSS")
+	flag.IntVar(&c.gatewayPID, "gateway-pid", 0, "the gateway's pid, for CPU time and RSS")
+	flag.StringVar(&pids, "pids", "", "the other platform processes whose CPU time counts, name=pid,... (nats, billing, audit, identity, config)")
+	flag.IntVar(&c.platform.postgresPID, "postgres-pid", 0, "the PostgreSQL postmaster's pid: its CPU time, its children's and its reaped children's count")
 	flag.StringVar(&c.out, "out", ".bench", "the output folder")
 	flag.DurationVar(&c.step, "step", 20*time.Second, "duration of each fixed-rate step")
 	flag.DurationVar(&c.warmup, "warmup", 3*time.Second, "warm-up before each step")
+	flag.DurationVar(&c.drainMax, "drain-max", 0, "the longest wait for the platform to be idle after a gateway step (0: three steps, within 10s..30s)")
+	flag.DurationVar(&c.maxDuration, "max-duration", 12*time.Minute, "the whole run's bound")
 	flag.IntVar(&c.rounds, "rounds", 10, "interleaved rounds at concurrency 1")
 	flag.IntVar(&c.perRound, "per-round", 200, "requests per round and target at concurrency 1")
 	flag.StringVar(&rates, "rates", "100,500,1000,3000", "fixed rates, requests per second")
+	flag.IntVar(&c.overloadRate, "overload-rate", 3000, "fixed rates at or above this are overload steps: served, shed, recovery and outcome")
 	flag.IntVar(&c.satWorkers, "sat-workers", 64, "connections of the closed-loop saturation run")
 	flag.StringVar(&c.features, "features", "", "the governance features on in the measured gateway, for the report")
-	flag.StringVar(&c.pprofURL, "pprof", "", "the gateway's pprof base URL (http://host:port); profiles the 1000 req/s step")
+	flag.StringVar(&c.note, "note", "", "a remark on the run's conditions, for the report")
+	flag.StringVar(&c.pprofURL, "pprof", "", "the gateway's pprof base URL (http://host:port); profiles the 1000 req/s steps")
 	flag.Parse()
 	for _, r := range strings.Split(rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
@@ -75,33 +92,156 @@ func main() {
 		}
 		c.rates = append(c.rates, n)
 	}
+	var err error
+	if c.platform.pids, err = parsePIDs(pids); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: -pids: %v\n", err)
+		os.Exit(2)
+	}
+	if c.gatewayPID > 0 {
+		c.platform.pids["gateway"] = c.gatewayPID
+	}
+	if c.drainMax == 0 {
+		c.drainMax = min(max(3*c.step, 10*time.Second), 30*time.Second)
+	}
 	if err := run(context.Background(), c); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-// result is one JSON line of raw output.
-type result struct {
-	Scenario    string   `json:"scenario"`
-	Target      string   `json:"target"` // gateway | direct
-	Rate        int      `json:"rate,omitempty"`
-	Requests    uint64   `json:"requests"`
-	Success     float64  `json:"success"`
-	Throughput  float64  `json:"throughput_rps"`
-	P50ms       float64  `json:"p50_ms"`
-	P90ms       float64  `json:"p90_ms"`
-	P99ms       float64  `json:"p99_ms"`
-	MaxMs       float64  `json:"max_ms"`
-	CPUPerReqUs float64  `json:"gateway_cpu_us_per_request,omitempty"`
-	RSSMB       float64  `json:"gateway_peak_rss_mb,omitempty"`
-	Errors      []string `json:"errors,omitempty"`
+// parsePIDs reads name=pid,... with names among components.
+func parsePIDs(s string) (map[string]int, error) {
+	out := map[string]int{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		name, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		pid, err := strconv.Atoi(v)
+		switch {
+		case !ok || err != nil || pid <= 0:
+			return nil, fmt.Errorf("want name=pid, got %q", kv)
+		case name == "gateway" || name == "postgres":
+			return nil, fmt.Errorf("%s has its own flag", name)
+		case !isComponent(name):
+			return nil, fmt.Errorf("unknown component %q (want one of %s)", name, strings.Join(components, ", "))
+		}
+		out[name] = pid
+	}
+	return out, nil
 }
 
-func run(ctx context.Context, c config) error {
+func isComponent(name string) bool {
+	for _, c := range components {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+// result is one JSON line of raw output.
+type result struct {
+	Scenario    string         `json:"scenario"`
+	Target      string         `json:"target"`         // gateway | direct
+	Path        string         `json:"path,omitempty"` // native | translated, one at a time
+	Rate        int            `json:"rate,omitempty"`
+	Requests    uint64         `json:"requests"`
+	Success     float64        `json:"success"`
+	Throughput  float64        `json:"throughput_rps"`
+	P50ms       float64        `json:"p50_ms"`
+	P90ms       float64        `json:"p90_ms"`
+	P99ms       float64        `json:"p99_ms"`
+	MaxMs       float64        `json:"max_ms"`
+	CPUPerReqUs float64        `json:"gateway_cpu_us_per_request,omitempty"`
+	RSSMB       float64        `json:"gateway_peak_rss_mb,omitempty"`      // VmHWM, the peak since start
+	StepRSSMB   float64        `json:"gateway_step_peak_rss_mb,omitempty"` // the peak VmRSS sampled during the step
+	Platform    *platformCPU   `json:"platform_cpu,omitempty"`
+	Load        *loadStats     `json:"load,omitempty"`
+	StatusCodes map[string]int `json:"status_codes,omitempty"`
+	Errors      []string       `json:"errors,omitempty"`
+}
+
+// platformCPU is the CPU time the platform's processes spent, per request.
+type platformCPU struct {
+	// UsPerRequest is each component's CPU time during the step over the
+	// step's requests, in µs; TotalUs their sum.
+	UsPerRequest map[string]float64 `json:"us_per_request"`
+	TotalUs      float64            `json:"total_us_per_request"`
+	// WithBacklogUs counts from the start of the warm-up to the end of the
+	// drain after the step, over the requests of both: work done after
+	// the step (events ingested late) included.
+	WithBacklogUs          float64            `json:"with_backlog_total_us_per_request"`
+	WithBacklogByComponent map[string]float64 `json:"with_backlog_us_per_request"`
+	DrainS                 float64            `json:"drain_s"`
+	Drained                bool               `json:"drained"` // idle again within -drain-max
+}
+
+// loadStats is what a step against the gateway got back.
+type loadStats struct {
+	OfferedRPS            float64 `json:"offered_rps"`
+	ServedPerS            float64 `json:"served_2xx_per_s"`
+	ShedPerS              float64 `json:"shed_503_per_s"`
+	OtherPerS             float64 `json:"other_errors_per_s"`
+	Served                uint64  `json:"served_2xx"`
+	Shed                  uint64  `json:"shed_503"`
+	Other                 uint64  `json:"other_errors"`
+	ShedWithoutRetryAfter uint64  `json:"shed_without_retry_after"`
+	ShedNotClientFormat   uint64  `json:"shed_not_openai_error"`
+	// ShedMessages counts the 503 answers by error message: the gate that
+	// shed them (calls in flight, or the usage-event queue).
+	ShedMessages map[string]uint64 `json:"shed_503_messages,omitempty"`
+	OKP50ms      float64           `json:"served_p50_ms"`
+	OKP99ms      float64           `json:"served_p99_ms"`
+	Recovery     *recovery         `json:"recovery,omitempty"`
+	Outcome      string            `json:"outcome,omitempty"`
+	Why          string            `json:"outcome_why,omitempty"`
+}
+
+// recovery is the check after an overload step.
+type recovery struct {
+	WaitS       float64 `json:"wait_s"`
+	Requests    int     `json:"requests"`
+	OK          int     `json:"ok_200"`
+	P50ms       float64 `json:"p50_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	C1P50ms     float64 `json:"one_at_a_time_p50_ms"`
+	DirectP50ms float64 `json:"direct_p50_ms"`
+	Recovered   bool    `json:"recovered"`
+}
+
+// summary is the last JSON line: the run's conditions and ratios.
+type summary struct {
+	Scenario          string  `json:"scenario"` // "summary"
+	IdleCPUMsPerS     float64 `json:"idle_platform_cpu_ms_per_s"`
+	CPURatio          float64 `json:"translated_native_gateway_cpu_ratio,omitempty"`
+	CPURatioStream    float64 `json:"translated_native_gateway_cpu_ratio_stream,omitempty"`
+	GatewayPeakRSSMB  float64 `json:"gateway_peak_rss_mb"`
+	GatewayGOMAXPROCS string  `json:"gateway_gomaxprocs"`
+	Features          string  `json:"features"`
+	Note              string  `json:"note,omitempty"`
+	ElapsedS          float64 `json:"elapsed_s"`
+}
+
+// path is a client API served through a route, and the same request sent
+// straight to the mock in the provider's format.
+type path struct {
+	name, suffix string // native, ""; translated, "-translated"
+	gw, direct   target
+}
+
+func run(ctx context.Context, c config) (err error) {
 	if c.gatewayURL == "" || c.directURL == "" || c.gatewayKey == "" {
 		return errors.New("-gateway, -gateway-key and -direct are required")
 	}
+	began := time.Now()
+	ctx, cancel := context.WithTimeoutCause(ctx, c.maxDuration, fmt.Errorf("the run took longer than -max-duration %s", c.maxDuration))
+	defer cancel()
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", err, context.Cause(ctx))
+		}
+	}()
 	stamp := time.Now().UTC().Format("20060102T150405Z")
 	dir := filepath.Join(c.out, stamp)
 	c.dir = dir
@@ -116,198 +256,241 @@ func run(ctx context.Context, c config) error {
 	enc := json.NewEncoder(raw)
 	var all []result
 	var writeErr error
-	emit := func(r result) {
-		all = append(all, r)
-		if err := enc.Encode(r); err != nil && writeErr == nil {
+	write := func(v any) {
+		if err := enc.Encode(v); err != nil && writeErr == nil {
 			writeErr = fmt.Errorf("write results.jsonl: %w", err)
 		}
-		fmt.Fprintf(os.Stderr, "%-22s %-8s rate=%-5d n=%-6d ok=%5.1f%% p50=%7.3fms p99=%7.3fms cpu/req=%6.1fµs\n",
-			r.Scenario, r.Target, r.Rate, r.Requests, r.Success*100, r.P50ms, r.P99ms, r.CPUPerReqUs)
 	}
+	emit := func(r result) {
+		all = append(all, r)
+		write(r)
+		line := fmt.Sprintf("%-28s %-8s rate=%-5d n=%-6d ok=%5.1f%% p50=%8.3fms p99=%8.3fms cpu/req=%6.1fµs",
+			r.Scenario, r.Target, r.Rate, r.Requests, r.Success*100, r.P50ms, r.P99ms, r.CPUPerReqUs)
+		if r.Platform != nil {
+			line += fmt.Sprintf(" platform=%6.1fµs (with backlog %6.1fµs, drain %.1fs)", r.Platform.TotalUs, r.Platform.WithBacklogUs, r.Platform.DrainS)
+		}
+		fmt.Fprintln(os.Stderr, line)
+	}
+	paths := []path{{name: "native", gw: openAITarget("gateway", c.gatewayURL, c.gatewayKey, c.model),
+		direct: openAITarget("direct", c.directURL, c.directKey, c.upstreamModel)}}
+	if c.translatedModel != "" {
+		paths = append(paths, path{name: "translated", suffix: "-translated",
+			gw:     openAITarget("gateway", c.gatewayURL, c.gatewayKey, c.translatedModel),
+			direct: anthropicTarget("direct", c.directURL, c.directKey, c.upstreamModel, c.maxTokens)})
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s\n", estimate(c, len(paths)))
 	load1, _ := os.ReadFile("/proc/loadavg")
 
-	gw := target{name: "gateway", url: c.gatewayURL, key: c.gatewayKey, model: c.model}
-	direct := target{name: "direct", url: c.directURL, key: c.directKey, model: c.upstreamModel}
+	// The platform at rest, before any request: what a drain waits for.
+	idle, err := idleRate(ctx, c.platform, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	c.idleCeiling = idle + max(20*time.Millisecond, idle/2)
 
-	// 1. One request at a time, gateway and direct interleaved in rounds.
+	// 1. One request at a time, every path's gateway and direct interleaved in rounds.
+	c1P50 := map[string]float64{}
+	cpuPerReq := map[string]map[bool]float64{}
 	for _, stream := range []bool{false, true} {
-		name := "c1"
-		if stream {
-			name = "c1-stream-ttfb"
+		type acc struct {
+			gw, direct []timing
+			cpu        time.Duration
 		}
-		lat := map[string][]time.Duration{}
-		var cpu time.Duration
-		var n int
-		for round := 0; round < c.rounds; round++ {
-			for _, t := range []target{gw, direct} {
-				before := cpuTime(c.gatewayPID)
-				ds, err := sequential(ctx, t, c.perRound, stream)
-				if err != nil {
-					return fmt.Errorf("%s %s: %w", name, t.name, err)
+		accs := make([]acc, len(paths))
+		for range c.rounds {
+			for i, p := range paths {
+				for _, t := range []target{p.gw, p.direct} {
+					before := threadsCPU(c.gatewayPID)
+					ts, err := sequential(ctx, t, c.perRound, stream)
+					if err != nil {
+						return fmt.Errorf("one at a time, %s path, %s (stream %t): %w", p.name, t.name, stream, err)
+					}
+					if t.name == "gateway" {
+						accs[i].cpu += threadsCPU(c.gatewayPID) - before
+						accs[i].gw = append(accs[i].gw, ts...)
+					} else {
+						accs[i].direct = append(accs[i].direct, ts...)
+					}
 				}
-				if t.name == "gateway" {
-					cpu += cpuTime(c.gatewayPID) - before
-					n += len(ds)
-				}
-				lat[t.name] = append(lat[t.name], ds...)
 			}
 		}
-		for _, t := range []target{gw, direct} {
-			r := fromDurations(name, t.name, lat[t.name])
-			if t.name == "gateway" && n > 0 {
-				r.CPUPerReqUs = float64(cpu.Microseconds()) / float64(n)
+		for i, p := range paths {
+			a := accs[i]
+			var cpu float64
+			if c.gatewayPID > 0 && len(a.gw) > 0 {
+				cpu = us(a.cpu) / float64(len(a.gw))
 			}
-			emit(r)
+			if cpuPerReq[p.name] == nil {
+				cpuPerReq[p.name] = map[bool]float64{}
+			}
+			cpuPerReq[p.name][stream] = cpu
+			type row struct {
+				scenario string
+				first    bool
+			}
+			rows := []row{{"c1" + p.suffix, false}}
+			if stream {
+				rows = []row{{"c1" + p.suffix + "-stream-ttfb", true}, {"c1" + p.suffix + "-stream-total", false}}
+			}
+			for _, rw := range rows {
+				g := fromTimings(rw.scenario, "gateway", a.gw, rw.first)
+				g.Path, g.CPUPerReqUs = p.name, cpu
+				emit(g)
+				d := fromTimings(rw.scenario, "direct", a.direct, rw.first)
+				d.Path = p.name
+				emit(d)
+				if !stream {
+					c1P50[p.name] = g.P50ms
+				}
+			}
 		}
 	}
 
-	// 2. Fixed open-loop rates, gateway then direct at each rate.
+	// gatewayStep completes a gateway step: the overload checks at high
+	// rates, then the CPU spent on its backlog.
+	gatewayStep := func(st step, p path, rate int) (result, error) {
+		var extra uint64
+		if rate >= c.overloadRate && st.Load != nil {
+			const probeN = 50
+			rec, err := probe(ctx, c, p.gw, p.direct, 2*time.Second, probeN, c1P50[p.name])
+			if err != nil {
+				return result{}, err
+			}
+			st.Load.Recovery, extra = rec, probeN
+			st.Load.Outcome, st.Load.Why = outcome(st.result, c1P50[p.name])
+		}
+		withBacklog(ctx, c, &st, extra)
+		st.Rate = rate
+		return st.result, ctx.Err()
+	}
+
+	// 2. Fixed open-loop rates, gateway then direct at each rate; the
+	// translated path too at 1000 req/s.
 	for _, rate := range c.rates {
-		for _, t := range []target{gw, direct} {
-			r, err := attack(ctx, c, t, fmt.Sprintf("rate-%d", rate), vegeta.Rate{Freq: rate, Per: time.Second}, c.step)
+		steps := paths[:1]
+		if rate == 1000 {
+			steps = paths
+		}
+		for _, p := range steps {
+			scenario := fmt.Sprintf("rate-%d%s", rate, p.suffix)
+			pacer := vegeta.Rate{Freq: rate, Per: time.Second}
+			st, err := attack(ctx, c, p.gw, scenario, pacer, c.step)
 			if err != nil {
 				return err
 			}
-			r.Rate = rate
+			r, err := gatewayStep(st, p, rate)
+			if err != nil {
+				return err
+			}
 			emit(r)
+			st, err = attack(ctx, c, p.direct, scenario, pacer, c.step)
+			if err != nil {
+				return err
+			}
+			st.Rate = rate
+			emit(st.result)
 		}
 	}
 
 	// 3. A slow upstream (50 ms) at 100 requests/s.
 	if c.slowGatewayModel != "" && c.slowDirectURL != "" {
-		for _, t := range []target{{name: "gateway", url: c.gatewayURL, key: c.gatewayKey, model: c.slowGatewayModel},
-			{name: "direct", url: c.slowDirectURL, key: c.directKey, model: c.upstreamModel}} {
-			r, err := attack(ctx, c, t, "upstream-50ms", vegeta.Rate{Freq: 100, Per: time.Second}, c.step)
-			if err != nil {
-				return err
-			}
-			r.Rate = 100
-			emit(r)
+		slow := path{name: "native", gw: openAITarget("gateway", c.gatewayURL, c.gatewayKey, c.slowGatewayModel),
+			direct: openAITarget("direct", c.slowDirectURL, c.directKey, c.upstreamModel)}
+		pacer := vegeta.Rate{Freq: 100, Per: time.Second}
+		st, err := attack(ctx, c, slow.gw, "upstream-50ms", pacer, c.step)
+		if err != nil {
+			return err
 		}
+		r, err := gatewayStep(st, slow, 100)
+		if err != nil {
+			return err
+		}
+		emit(r)
+		if st, err = attack(ctx, c, slow.direct, "upstream-50ms", pacer, c.step); err != nil {
+			return err
+		}
+		st.Rate = 100
+		emit(st.result)
 	}
 
 	// 4. Closed loop: a fixed number of connections as fast as they go.
-	for _, t := range []target{gw, direct} {
-		r, err := attack(ctx, c, t, "saturation", vegeta.ConstantPacer{}, c.step)
+	for _, t := range []target{paths[0].gw, paths[0].direct} {
+		st, err := attack(ctx, c, t, "saturation", vegeta.ConstantPacer{}, c.step)
 		if err != nil {
 			return err
 		}
 		if t.name == "gateway" {
-			r.RSSMB = peakRSSMB(c.gatewayPID)
+			withBacklog(ctx, c, &st, 0)
+			st.RSSMB = rssMB(c.gatewayPID, "VmHWM")
 		}
-		emit(r)
+		emit(st.result)
 	}
 
+	sum := summary{Scenario: "summary", IdleCPUMsPerS: float64(idle.Microseconds()) / 1000,
+		GatewayPeakRSSMB: rssMB(c.gatewayPID, "VmHWM"), GatewayGOMAXPROCS: os.Getenv("BENCH_GATEWAY_GOMAXPROCS"),
+		Features: c.features, Note: c.note}
+	if n, t := cpuPerReq["native"], cpuPerReq["translated"]; n != nil && t != nil {
+		if n[false] > 0 {
+			sum.CPURatio = t[false] / n[false]
+		}
+		if n[true] > 0 {
+			sum.CPURatioStream = t[true] / n[true]
+		}
+	}
+	sum.ElapsedS = time.Since(began).Seconds()
+	write(sum)
 	if writeErr != nil {
 		return writeErr
 	}
 	load2, _ := os.ReadFile("/proc/loadavg")
-	md := report(c, all, strings.TrimSpace(string(load1)), strings.TrimSpace(string(load2)))
+	md := report(c, all, sum, strings.TrimSpace(string(load1)), strings.TrimSpace(string(load2)))
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md), 0o600); err != nil {
 		return err
 	}
 	fmt.Println(md)
-	fmt.Fprintf(os.Stderr, "results: %s\n", dir)
+	fmt.Fprintf(os.Stderr, "results: %s (%.0f s)\n", dir, sum.ElapsedS)
 	return nil
 }
 
-type target struct {
-	name, url, key, model string
+// idleRate is the platform's CPU time per second at rest, measured over d.
+func idleRate(ctx context.Context, p platform, d time.Duration) (time.Duration, error) {
+	before := p.read().total()
+	select {
+	case <-ctx.Done():
+		return 0, context.Cause(ctx)
+	case <-time.After(d):
+	}
+	return time.Duration(float64(p.read().total()-before) / d.Seconds()), nil
 }
 
-func (t target) body(stream bool) []byte {
-	if stream {
-		return []byte(`{"model":"` + t.model + `","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Benchmark me, please."}]}`)
+// estimate says how long the run should take.
+func estimate(c config, paths int) string {
+	gatewaySteps := len(c.rates) + 1 // + saturation
+	for _, r := range c.rates {
+		if r == 1000 && paths > 1 {
+			gatewaySteps++
+		}
 	}
-	return []byte(`{"model":"` + t.model + `","messages":[{"role":"user","content":"Benchmark me, please."}]}`)
+	if c.slowGatewayModel != "" && c.slowDirectURL != "" {
+		gatewaySteps++
+	}
+	// One at a time: about a millisecond a request.
+	c1 := time.Duration(c.rounds*paths*2*2*c.perRound) * time.Millisecond
+	steps := time.Duration(2*gatewaySteps) * (c.warmup + c.step)
+	typical := c1 + steps + time.Duration(gatewaySteps)*2*time.Second
+	worst := c1 + steps + time.Duration(gatewaySteps)*(c.drainMax+3*time.Second)
+	return fmt.Sprintf("%d steps of %s after a %s warm-up; about %s, at most %s if no drain ends early (bound %s)",
+		2*gatewaySteps, c.step, c.warmup, typical.Round(time.Second), worst.Round(time.Second), c.maxDuration)
 }
 
-var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 0, IdleConnTimeout: time.Minute}}
-
-// sequential sends n requests one after another and returns each latency:
-// the whole response, or the first body byte for a stream.
-func sequential(ctx context.Context, t target, n int, stream bool) ([]time.Duration, error) {
-	out := make([]time.Duration, 0, n)
-	body := t.body(stream)
-	for range n {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url+"/chat/completions", bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+t.key)
-		req.Header.Set("Content-Type", "application/json")
-		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		var d time.Duration
-		if stream {
-			br := bufio.NewReader(resp.Body)
-			if _, err := br.ReadByte(); err != nil {
-				resp.Body.Close()
-				return nil, fmt.Errorf("read first byte: %w", err)
-			}
-			d = time.Since(start)
-			_, _ = io.Copy(io.Discard, br)
-		} else {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			d = time.Since(start)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("status %d", resp.StatusCode)
-		}
-		out = append(out, d)
-	}
-	return out, nil
-}
-
-func attack(ctx context.Context, c config, t target, scenario string, pacer vegeta.Pacer, d time.Duration) (result, error) {
-	tgt := vegeta.Target{Method: http.MethodPost, URL: t.url + "/chat/completions", Body: t.body(false),
-		Header: http.Header{"Authorization": {"Bearer " + t.key}, "Content-Type": {"application/json"}}}
-	opts := []func(*vegeta.Attacker){vegeta.KeepAlive(true), vegeta.Connections(10000), vegeta.Timeout(30 * time.Second)}
-	if _, closed := pacer.(vegeta.ConstantPacer); closed {
-		w := uint64(max(c.satWorkers, 1))
-		opts = append(opts, vegeta.Workers(w), vegeta.MaxWorkers(w))
-	} else {
-		opts = append(opts, vegeta.Workers(32))
-	}
-	// An Attacker stops itself at the end of an attack: one per attack.
-	if c.warmup > 0 {
-		for range vegeta.NewAttacker(opts...).Attack(vegeta.NewStaticTargeter(tgt), pacer, c.warmup, "warmup") {
+func fromTimings(scenario, target string, ts []timing, first bool) result {
+	ds := make([]time.Duration, len(ts))
+	for i, t := range ts {
+		ds[i] = t.total
+		if first {
+			ds[i] = t.first
 		}
 	}
-	profiled := make(chan error, 1)
-	if c.pprofURL != "" && t.name == "gateway" && scenario == "rate-1000" {
-		go func() {
-			profiled <- profile(ctx, c.pprofURL, d-2*time.Second, filepath.Join(c.dir, "gateway-cpu-rate-1000.pprof"))
-		}()
-	} else {
-		profiled <- nil
-	}
-	before := cpuTime(c.gatewayPID)
-	var m vegeta.Metrics
-	for res := range vegeta.NewAttacker(opts...).Attack(vegeta.NewStaticTargeter(tgt), pacer, d, scenario) {
-		m.Add(res)
-	}
-	m.Close()
-	cpu := cpuTime(c.gatewayPID) - before
-	if m.Requests == 0 {
-		return result{}, fmt.Errorf("%s %s: no request was sent", scenario, t.name)
-	}
-	if err := <-profiled; err != nil {
-		return result{}, fmt.Errorf("profile the gateway: %w", err)
-	}
-	r := result{Scenario: scenario, Target: t.name, Requests: m.Requests, Success: m.Success, Throughput: m.Throughput,
-		P50ms: ms(m.Latencies.P50), P90ms: ms(m.Latencies.P90), P99ms: ms(m.Latencies.P99), MaxMs: ms(m.Latencies.Max), Errors: m.Errors}
-	if t.name == "gateway" && m.Requests > 0 && c.gatewayPID > 0 {
-		r.CPUPerReqUs = float64(cpu.Microseconds()) / float64(m.Requests)
-	}
-	return r, ctx.Err()
-}
-
-func fromDurations(scenario, target string, ds []time.Duration) result {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	q := func(p float64) float64 {
 		if len(ds) == 0 {
@@ -320,99 +503,3 @@ func fromDurations(scenario, target string, ds []time.Duration) result {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// cpuTime is the user+system CPU time of pid so far (clock ticks of 10 ms).
-func cpuTime(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-func peakRSSMB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func report(c config, all []result, loadBefore, loadAfter string) string {
-	find := func(scenario, target string) (result, bool) {
-		for _, r := range all {
-			if r.Scenario == scenario && r.Target == target {
-				return r, true
-			}
-		}
-		return result{}, false
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "## Gateway overhead (%s)\n\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "Features on: %s. GOMAXPROCS of the gateway: %s. Load average before: %s; after: %s.\n\n",
-		c.features, os.Getenv("BENCH_GATEWAY_GOMAXPROCS"), loadBefore, loadAfter)
-	b.WriteString("| scenario | rate | gateway p50 / p99 ms | direct p50 / p99 ms | added p50 / p99 ms | gateway CPU µs/req | success gw / direct | throughput gw / direct rps |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
-	seen := map[string]bool{}
-	for _, r := range all {
-		if seen[r.Scenario] || r.Target != "gateway" {
-			continue
-		}
-		seen[r.Scenario] = true
-		d, _ := find(r.Scenario, "direct")
-		rate := "—"
-		if r.Rate > 0 {
-			rate = strconv.Itoa(r.Rate)
-		}
-		fmt.Fprintf(&b, "| %s | %s | %.3f / %.3f | %.3f / %.3f | %.3f / %.3f | %.1f | %.1f%% / %.1f%% | %.0f / %.0f |\n",
-			r.Scenario, rate, r.P50ms, r.P99ms, d.P50ms, d.P99ms, r.P50ms-d.P50ms, r.P99ms-d.P99ms, r.CPUPerReqUs,
-			r.Success*100, d.Success*100, r.Throughput, d.Throughput)
-	}
-	if r, ok := find("saturation", "gateway"); ok {
-		fmt.Fprintf(&b, "\nPeak RSS of the gateway: %.1f MB. Saturation: %.0f req/s through the gateway, %d connections.\n", r.RSSMB, r.Throughput, c.satWorkers)
-	}
-	return b.String()
-}
-
-// profile saves a CPU profile of the gateway taken over d.
-func profile(ctx context.Context, base string, d time.Duration, path string) error {
-	secs := max(int(d/time.Second), 1)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d", resp.StatusCode)
-	}
-	f, err := os.Create(path) //nolint:gosec // inside this run's output folder
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
-}
