@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -71,6 +72,11 @@ type Servers struct {
 	GRPC   *grpc.Server
 	// Mux already serves /healthz, /readyz and /metrics.
 	Mux *http.ServeMux
+	// Untraced lists path prefixes served without the OpenTelemetry HTTP
+	// middleware: a hot path that keeps its own, cheaper record of every
+	// request (the gateway's data plane: usage events and its metrics)
+	// need not pay for a span and histograms per request. Set before Run.
+	Untraced []string
 
 	log      *slog.Logger
 	tel      *telemetry.Telemetry
@@ -164,8 +170,21 @@ func (s *Servers) chainStream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 // drain in-flight calls for at most DrainTimeout while the workers stop. It
 // returns after everything has stopped, with nil when ctx ended it.
 func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) error) error {
+	handler := NewHTTPHandler(s.tel, s.Mux)
+	if len(s.Untraced) > 0 {
+		traced, untraced := handler, s.Untraced
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for _, p := range untraced {
+				if strings.HasPrefix(r.URL.Path, p) {
+					s.Mux.ServeHTTP(w, r)
+					return
+				}
+			}
+			traced.ServeHTTP(w, r)
+		})
+	}
 	httpSrv := &http.Server{
-		Handler:           NewHTTPHandler(s.tel, s.Mux),
+		Handler:           handler,
 		ReadHeaderTimeout: defaultReadHeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
