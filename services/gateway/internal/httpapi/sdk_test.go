@@ -46,10 +46,15 @@ import (
 var kinds = []struct {
 	name string
 	typ  configv1.Provider_Type
+	// path is appended to the mock's address for the base URL.
+	path  string
+	azure *configv1.AzureSettings
 }{
-	{"openai_compatible", configv1.Provider_TYPE_OPENAI_COMPATIBLE},
-	{"openai", configv1.Provider_TYPE_OPENAI},
-	{"anthropic", configv1.Provider_TYPE_ANTHROPIC},
+	{"openai_compatible", configv1.Provider_TYPE_OPENAI_COMPATIBLE, "/v1", nil},
+	{"openai", configv1.Provider_TYPE_OPENAI, "/v1", nil},
+	{"anthropic", configv1.Provider_TYPE_ANTHROPIC, "/v1", nil},
+	{"azure_v1", configv1.Provider_TYPE_AZURE_OPENAI, "", nil},
+	{"azure_deployment", configv1.Provider_TYPE_AZURE_OPENAI, "", &configv1.AzureSettings{ApiVersion: "2024-10-21"}},
 }
 
 // sdkFixture is a gateway in front of one mock per provider kind (and one
@@ -102,16 +107,19 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 		model string
 		typ   configv1.Provider_Type
 		cfg   providertest.Config
+		path  string
+		azure *configv1.AzureSettings
 	}
 	var mocks []mock
 	for _, k := range kinds {
 		cfg := providertest.Config{Credential: upstreamCredential, Chunks: 3, CachedTokens: 2, CacheWriteTokens: 1, ReasoningTokens: 1}
-		mocks = append(mocks, mock{k.name + "-model", k.typ, cfg})
+		mocks = append(mocks, mock{k.name + "-model", k.typ, cfg, k.path, k.azure})
 		cfg.ToolCalls = []string{"get_weather"}
-		mocks = append(mocks, mock{k.name + "-tools", k.typ, cfg})
+		mocks = append(mocks, mock{k.name + "-tools", k.typ, cfg, k.path, k.azure})
 	}
 	if o.slowModel {
-		mocks = append(mocks, mock{"slow-model", configv1.Provider_TYPE_OPENAI_COMPATIBLE, providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond}})
+		mocks = append(mocks, mock{"slow-model", configv1.Provider_TYPE_OPENAI_COMPATIBLE,
+			providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond}, "/v1", nil})
 	}
 	for _, mk := range mocks {
 		{
@@ -127,7 +135,7 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 			}
 			resources = append(resources,
 				&configv1.ConfigResource{Resource: &configv1.ConfigResource_Provider{Provider: &configv1.GatewayProvider{
-					Provider:   &configv1.Provider{Name: name, Type: mk.typ, BaseUrl: srv.URL + "/v1", HasCredential: true},
+					Provider:   &configv1.Provider{Name: name, Type: mk.typ, BaseUrl: srv.URL + mk.path, HasCredential: true, Azure: mk.azure},
 					Credential: &configv1.SealedSecret{KekId: sealed.KEKID, WrappedKey: sealed.WrappedKey, Ciphertext: sealed.Ciphertext},
 				}}},
 				&configv1.ConfigResource{Resource: &configv1.ConfigResource_Route{Route: &configv1.Route{
@@ -203,6 +211,7 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(last.Method, last.Path, bytes.NewReader(last.Body))
 	req.Header = last.Header.Clone()
+	req.URL.RawQuery = last.Query.Encode()
 	m.ServeHTTP(rec, req)
 	body := rec.Body.Bytes()
 	isAnthropic := strings.HasSuffix(last.Path, "/messages")

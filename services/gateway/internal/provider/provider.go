@@ -31,9 +31,12 @@ const (
 	OpenAI
 	// Anthropic is api.anthropic.com.
 	Anthropic
+	// AzureOpenAI is an Azure OpenAI resource: the route's upstream model
+	// is the deployment.
+	AzureOpenAI
 )
 
-var kindNames = [...]string{KindUnknown: "unknown", OpenAICompatible: "openai_compatible", OpenAI: "openai", Anthropic: "anthropic"}
+var kindNames = [...]string{KindUnknown: "unknown", OpenAICompatible: "openai_compatible", OpenAI: "openai", Anthropic: "anthropic", AzureOpenAI: "azure_openai"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -51,6 +54,9 @@ type Config struct {
 	BaseURL string
 	// Credential is the opened credential, empty when none.
 	Credential []byte
+	// AzureAPIVersion selects Azure's deployment paths with that
+	// api-version; empty, its v1 API (/openai/v1, the model in the body).
+	AzureAPIVersion string
 }
 
 // Provider is a provider ready to be called. It never prints its
@@ -67,6 +73,9 @@ type Provider struct {
 
 	base    string // without a trailing slash
 	headers http.Header
+	// azureVersion is the api-version query value, escaped; empty for
+	// Azure's v1 API.
+	azureVersion string
 }
 
 // Defaults of BaseURL per kind.
@@ -97,6 +106,21 @@ func New(c Config) *Provider {
 	case Anthropic:
 		if len(c.Credential) > 0 {
 			p.headers["X-Api-Key"] = []string{string(c.Credential)}
+		}
+	case AzureOpenAI:
+		if bytes.HasPrefix(bytes.TrimSpace(c.Credential), []byte("{")) {
+			// TODO(gateway): Entra client credentials (azidentity, refreshed
+			// in the background) (#8).
+			p.Unusable = "Azure Entra ID client credentials are not supported by the gateway yet; use an API key"
+			return p
+		}
+		if len(c.Credential) > 0 {
+			p.headers["Api-Key"] = []string{string(c.Credential)}
+		}
+		p.azureVersion = url.QueryEscape(c.AzureAPIVersion)
+		if base == "" {
+			p.Unusable = "an Azure OpenAI provider needs its resource endpoint as base URL"
+			return p
 		}
 	default:
 		p.Unusable = fmt.Sprintf("provider kind %s is not supported", c.Kind)
@@ -129,7 +153,7 @@ func (p *Provider) String() string { return p.Name }
 // the provider cannot make).
 func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 	switch p.Kind {
-	case OpenAICompatible, OpenAI:
+	case OpenAICompatible, OpenAI, AzureOpenAI:
 		switch client {
 		case wire.OpenAIChat, wire.Anthropic:
 			return wire.OpenAIChat, true
@@ -184,7 +208,11 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 	default:
 		return nil, fmt.Errorf("provider %s: wire API %s not served", p.Name, c.API)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+path, bytes.NewReader(c.Body))
+	u := p.base + path
+	if p.Kind == AzureOpenAI {
+		u = p.azureURL(path, c.Model)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(c.Body))
 	if err != nil {
 		return nil, fmt.Errorf("provider %s: build request: %w", p.Name, err)
 	}
@@ -246,4 +274,14 @@ func (p *Provider) Classify(status int) Class {
 	default:
 		return ClientError
 	}
+}
+
+// azureURL is the URL of an Azure OpenAI call: the deployment path with
+// api-version when one is configured, else Azure's v1 API, which takes the
+// model (the deployment) in the body like OpenAI.
+func (p *Provider) azureURL(path, deployment string) string {
+	if p.azureVersion == "" {
+		return p.base + "/openai/v1" + path
+	}
+	return p.base + "/openai/deployments/" + url.PathEscape(deployment) + path + "?api-version=" + p.azureVersion
 }

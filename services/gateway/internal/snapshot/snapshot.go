@@ -267,7 +267,7 @@ func (s *Store) put(next *Snapshot, r *configv1.ConfigResource) {
 // a clear upstream error instead of vanishing.
 func (s *Store) provider(gp *configv1.GatewayProvider) *provider.Provider {
 	pp := gp.GetProvider()
-	c := provider.Config{Name: pp.GetName(), Kind: kindOf(pp.GetType()), BaseURL: pp.GetBaseUrl()}
+	c := provider.Config{Name: pp.GetName(), Kind: kindOf(pp.GetType()), BaseURL: pp.GetBaseUrl(), AzureAPIVersion: pp.GetAzure().GetApiVersion()}
 	var p *provider.Provider
 	if sealed := gp.GetCredential(); sealed != nil && len(sealed.GetCiphertext()) > 0 {
 		pt, err := s.keyring.Open(secretbox.Sealed{KEKID: sealed.GetKekId(), WrappedKey: sealed.GetWrappedKey(), Ciphertext: sealed.GetCiphertext()}, []byte(c.Name))
@@ -295,6 +295,8 @@ func kindOf(t configv1.Provider_Type) provider.Kind {
 		return provider.OpenAI
 	case configv1.Provider_TYPE_ANTHROPIC:
 		return provider.Anthropic
+	case configv1.Provider_TYPE_AZURE_OPENAI:
+		return provider.AzureOpenAI
 	default:
 		return provider.KindUnknown
 	}
