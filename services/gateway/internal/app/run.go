@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/gateway/internal/apiproxy"
+	"github.com/moat-ai/moat/services/gateway/internal/credential"
 	"github.com/moat-ai/moat/services/gateway/internal/gateway"
 	"github.com/moat-ai/moat/services/gateway/internal/httpapi"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
@@ -77,7 +79,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// The in-memory state every request is served from, and the streams
 	// that keep it current.
 	keys := authn.NewIndex(hasher)
-	store := snapshot.NewStore(keyring, log)
+	allow, err := cfg.Upstream.EgressAllow()
+	if err != nil {
+		return err
+	}
+	transport := gateway.NewTransport(gateway.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout}, allow)
+	defer transport.CloseIdleConnections()
+	// Vertex AI tokens and AWS credentials refresh in the background,
+	// through the same egress-checked transport as provider calls.
+	creds := credential.NewKeeper(&http.Client{Transport: transport, Timeout: 30 * time.Second}, log)
+	store := snapshot.NewStore(keyring, log).WithCredentials(creds)
 	var keysFresh snapshot.Freshness
 	if err := snapshot.RegisterMetrics(tel.MeterProvider, store, keys, &keysFresh); err != nil {
 		return err
@@ -124,12 +135,6 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	allow, err := cfg.Upstream.EgressAllow()
-	if err != nil {
-		return err
-	}
-	transport := gateway.NewTransport(gateway.Timeouts{Dial: cfg.Upstream.DialTimeout, Header: cfg.Upstream.HeaderTimeout}, allow)
-	defer transport.CloseIdleConnections()
 
 	srv, err := serve.NewServers(log, tel, cfg.Serve,
 		serve.Check{Name: "config_snapshot", Fn: readyWhen(store.Ready)},
@@ -166,6 +171,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	stream := events.StreamConfig{Name: "GATEWAY", Subjects: []string{"gateway.>"}, Replicas: cfg.Events.NATSReplicas}
 	err = srv.Run(ctx,
+		creds.Run,
 		func(ctx context.Context) error { return ensureStream(ctx, js, stream, log) },
 		func(ctx context.Context) error {
 			return snapshot.Follow(ctx, configv1.NewConfigServiceClient(configConn), store, log)

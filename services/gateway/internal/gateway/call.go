@@ -16,6 +16,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/converse"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
 )
 
@@ -48,6 +49,10 @@ type Call struct {
 
 	// dropped lists the members a translated path dropped.
 	dropped []string
+	// names maps tool names for Bedrock (its names are shorter).
+	names *converse.Names
+	// upstreamErrorType is Bedrock's X-Amzn-ErrorType of a failed call.
+	upstreamErrorType string
 
 	renderer Renderer
 	// countedByProvider marks a token count the provider made.

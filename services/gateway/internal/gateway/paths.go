@@ -57,6 +57,10 @@ var paths = map[pathKey]path{
 	{wire.AnthropicCountTokens, wire.AnthropicCountTokens}: countNative{},
 	{wire.AnthropicCountTokens, wire.APIUnknown}:           countLocal{},
 	{wire.Anthropic, wire.OpenAIChat}:                      translated{client: wire.Anthropic, upstream: wire.OpenAIChat},
+	{wire.OpenAIChat, wire.Gemini}:                         translated{client: wire.OpenAIChat, upstream: wire.Gemini},
+	{wire.Anthropic, wire.Gemini}:                          translated{client: wire.Anthropic, upstream: wire.Gemini},
+	{wire.OpenAIChat, wire.Converse}:                       translated{client: wire.OpenAIChat, upstream: wire.Converse},
+	{wire.Anthropic, wire.Converse}:                        translated{client: wire.Anthropic, upstream: wire.Converse},
 }
 
 // pathFor returns the path serving client by upstream, nil when none.

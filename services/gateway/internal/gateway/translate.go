@@ -8,6 +8,8 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/ir"
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/converse"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/gemini"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
@@ -52,6 +54,10 @@ func (t translated) request(c *Call) ([]byte, *Refusal) {
 		body, err = openaichat.EncodeRequest(nil, r, c.route.UpstreamModel)
 	case wire.Anthropic:
 		body, err = anthropic.EncodeRequest(nil, r, c.route.UpstreamModel)
+	case wire.Gemini:
+		body, err = gemini.EncodeRequest(nil, r)
+	case wire.Converse:
+		body, c.names, err = converse.EncodeRequest(nil, r)
 	}
 	if err != nil {
 		return nil, requestRefusal(err)
@@ -79,7 +85,7 @@ func requestRefusal(err error) *Refusal {
 // answer's shape: n alternatives, log probabilities, JSON mode without a
 // schema.
 func capable(upstream wire.API, r *ir.Request) *Refusal {
-	if upstream != wire.Anthropic {
+	if upstream == wire.OpenAIChat {
 		return nil
 	}
 	unsupported := func(param, what string) *Refusal {
@@ -91,7 +97,7 @@ func capable(upstream wire.API, r *ir.Request) *Refusal {
 		return unsupported("n", "more than one choice")
 	case r.Logprobs || r.TopLogprobs > 0:
 		return unsupported("logprobs", "log probabilities")
-	case r.ResponseFormat != nil && r.ResponseFormat.Type != "json_schema":
+	case r.ResponseFormat != nil && r.ResponseFormat.Type != "json_schema" && upstream != wire.Gemini:
 		return unsupported("response_format", "a response format of type "+wire.Bound(r.ResponseFormat.Type)+" (only json_schema)")
 	}
 	return nil
@@ -107,6 +113,10 @@ func (t translated) whole(c *Call, body []byte) ([]byte, *Refusal) {
 		r, err = openaichat.DecodeResponse(body)
 	case wire.Anthropic:
 		r, err = anthropic.DecodeResponse(body)
+	case wire.Gemini:
+		r, err = gemini.DecodeResponse(body)
+	case wire.Converse:
+		r, err = converse.DecodeResponse(body, c.names)
 	}
 	if err != nil {
 		return nil, &Refusal{Status: http.StatusBadGateway, Type: TypeAPI, Code: CodeUpstreamError, Gate: GateUpstream,
@@ -128,7 +138,7 @@ func (t translated) whole(c *Call, body []byte) ([]byte, *Refusal) {
 // upstreamError turns a provider's error into a refusal in the client's
 // format, keeping the provider's status (a 429 stays a 429, with its
 // Retry-After) and its message.
-func (t translated) upstreamError(_ *Call, status int, body []byte) ([]byte, *Refusal) {
+func (t translated) upstreamError(c *Call, status int, body []byte) ([]byte, *Refusal) {
 	var (
 		e  wire.UpstreamError
 		ok bool
@@ -138,6 +148,10 @@ func (t translated) upstreamError(_ *Call, status int, body []byte) ([]byte, *Re
 		e, ok = openaichat.StreamError(body)
 	case wire.Anthropic:
 		e, ok = anthropic.DecodeError(body)
+	case wire.Gemini:
+		e, ok = gemini.DecodeError(body)
+	case wire.Converse:
+		e, ok = converse.DecodeError(body, c.upstreamErrorType)
 	}
 	d := &Refusal{Status: status, Type: typeForStatus(status), Code: CodeUpstreamError, Gate: GateUpstream,
 		Message: "The provider refused the request."}
@@ -173,6 +187,10 @@ func (t translated) stream(c *Call) streamer {
 		s.dec = openaichat.NewStreamDecoder()
 	case wire.Anthropic:
 		s.dec = anthropic.NewStreamDecoder()
+	case wire.Gemini:
+		s.dec = gemini.NewStreamDecoder()
+	case wire.Converse:
+		s.dec = converse.NewStreamDecoder(c.names)
 	}
 	switch t.client {
 	case wire.OpenAIChat:

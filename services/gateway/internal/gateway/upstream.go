@@ -14,6 +14,7 @@ import (
 
 	"github.com/moat-ai/moat/services/gateway/internal/egress"
 	"github.com/moat-ai/moat/services/gateway/internal/provider"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/awsstream"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
 
@@ -41,7 +42,7 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 			Message: "The provider of this model is misconfigured; ask an administrator to check it."})
 		return
 	}
-	upAPI, ok := p.Upstream(c.API)
+	upAPI, ok := p.UpstreamFor(c.API, c.route.UpstreamModel)
 	var pa path
 	if ok {
 		pa = pathFor(c.API, upAPI)
@@ -105,16 +106,24 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 			Message: "The provider refused the gateway's credential for this model; ask an administrator to check the provider."})
 		return
 	case provider.Success:
-		if c.Stream && isEventStream(resp.Header.Get("Content-Type")) {
-			g.relayStream(w, r, ctx, c, respBody, pa.stream(c))
+		ct := resp.Header.Get("Content-Type")
+		if c.Stream && (isEventStream(ct) || isAWSEventStream(ct)) {
+			g.relayStream(w, r, ctx, c, respBody, pa.stream(c), isAWSEventStream(ct))
 			return
 		}
 	}
+	c.upstreamErrorType = resp.Header.Get("X-Amzn-Errortype")
 	g.relayWhole(w, r, ctx, c, resp, respBody, pa)
 }
 
 // fail answers a routed call that could not be served.
 func (g *Gateway) fail(w http.ResponseWriter, c *Call, d *Refusal) { c.refuse(w, d) }
+
+// isAWSEventStream reports AWS's binary event stream (Bedrock's
+// converse-stream).
+func isAWSEventStream(contentType string) bool {
+	return strings.HasPrefix(contentType, "application/vnd.amazon.eventstream")
+}
 
 func isEventStream(contentType string) bool {
 	if strings.HasPrefix(contentType, "text/event-stream") {
@@ -188,14 +197,17 @@ func retryAfter(v string) time.Duration {
 // whenever no more input is at hand, so that nothing waits in a buffer. A
 // failure after the commit point ends the stream with a terminal error in
 // the client's format.
-func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx context.Context, c *Call, body io.Reader, s streamer) {
+func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx context.Context, c *Call, body io.Reader, s streamer, aws bool) {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(body)
 	defer func() {
 		br.Reset(nil)
 		readerPool.Put(br)
 	}()
-	rd := sse.NewReader(br, maxStreamEvent)
+	var rd frames = sse.NewReader(br, maxStreamEvent)
+	if aws {
+		rd = awsFrames{awsstream.NewReader(br, maxStreamEvent)}
+	}
 	buf := GetBuffer()
 	defer PutBuffer(buf)
 	out := buf.Bytes()[:0]
@@ -303,6 +315,27 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 		}
 	}
 }
+
+// frames is a reader of stream events: SSE, or AWS's binary event
+// stream seen as events of the same shape.
+type frames interface {
+	Next() (sse.Event, error)
+	Buffered() int
+}
+
+// awsFrames reads AWS event-stream messages as events: the event (or
+// exception) type as the name, the JSON payload as the data.
+type awsFrames struct{ r *awsstream.Reader }
+
+func (a awsFrames) Next() (sse.Event, error) {
+	ev, err := a.r.Next()
+	if err != nil {
+		return sse.Event{}, err
+	}
+	return sse.Event{Raw: ev.Raw, Name: ev.Name, Data: ev.Data}, nil
+}
+
+func (a awsFrames) Buffered() int { return a.r.Buffered() }
 
 // streamBroke logs why a stream broke and returns what the client is told.
 func (g *Gateway) streamBroke(ctx context.Context, c *Call, err error) *Refusal {

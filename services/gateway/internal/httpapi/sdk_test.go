@@ -4,7 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
@@ -31,12 +36,16 @@ import (
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
 	gatewayv1 "github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/credential"
 	"github.com/moat-ai/moat/services/gateway/internal/gateway"
 	"github.com/moat-ai/moat/services/gateway/internal/httpapi"
 	"github.com/moat-ai/moat/services/gateway/internal/ir"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 	"github.com/moat-ai/moat/services/gateway/internal/usage"
 	anthropicwire "github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/awsstream"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/converse"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/gemini"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
 	ssewire "github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
@@ -47,14 +56,57 @@ var kinds = []struct {
 	name string
 	typ  configv1.Provider_Type
 	// path is appended to the mock's address for the base URL.
-	path  string
-	azure *configv1.AzureSettings
+	path string
+	// prefix starts the route's upstream model (Vertex picks the
+	// publisher by it).
+	prefix  string
+	azure   *configv1.AzureSettings
+	vertex  *configv1.VertexSettings
+	bedrock *configv1.BedrockSettings
 }{
-	{"openai_compatible", configv1.Provider_TYPE_OPENAI_COMPATIBLE, "/v1", nil},
-	{"openai", configv1.Provider_TYPE_OPENAI, "/v1", nil},
-	{"anthropic", configv1.Provider_TYPE_ANTHROPIC, "/v1", nil},
-	{"azure_v1", configv1.Provider_TYPE_AZURE_OPENAI, "", nil},
-	{"azure_deployment", configv1.Provider_TYPE_AZURE_OPENAI, "", &configv1.AzureSettings{ApiVersion: "2024-10-21"}},
+	{name: "openai_compatible", typ: configv1.Provider_TYPE_OPENAI_COMPATIBLE, path: "/v1"},
+	{name: "openai", typ: configv1.Provider_TYPE_OPENAI, path: "/v1"},
+	{name: "anthropic", typ: configv1.Provider_TYPE_ANTHROPIC, path: "/v1"},
+	{name: "azure_v1", typ: configv1.Provider_TYPE_AZURE_OPENAI},
+	{name: "azure_deployment", typ: configv1.Provider_TYPE_AZURE_OPENAI, azure: &configv1.AzureSettings{ApiVersion: "2024-10-21"}},
+	{name: "gemini", typ: configv1.Provider_TYPE_GEMINI, path: "/v1beta", prefix: "gemini-"},
+	{name: "vertex_gemini", typ: configv1.Provider_TYPE_VERTEX_AI, prefix: "gemini-", vertex: &configv1.VertexSettings{Project: "p1", Location: "us-east5"}},
+	{name: "vertex_claude", typ: configv1.Provider_TYPE_VERTEX_AI, prefix: "claude-", vertex: &configv1.VertexSettings{Project: "p1", Location: "us-east5"}},
+	{name: "bedrock", typ: configv1.Provider_TYPE_BEDROCK, prefix: "anthropic.claude-", bedrock: &configv1.BedrockSettings{Region: "us-east-1"}},
+}
+
+// credentialOf is what a provider of kind typ is configured with: a
+// service-account key for Vertex (whose token endpoint hands out the
+// mock's credential), static access keys for Bedrock, else the mock's key.
+func credentialOf(t *testing.T, typ configv1.Provider_Type, tokenURL string) []byte {
+	t.Helper()
+	switch typ {
+	case configv1.Provider_TYPE_VERTEX_AI:
+		return serviceAccountKey(t, tokenURL)
+	case configv1.Provider_TYPE_BEDROCK:
+		return []byte(`{"accessKeyId":"AKIDMOATTEST","secretAccessKey":"bedrock-secret-for-tests"}`)
+	}
+	return []byte(upstreamCredential)
+}
+
+// serviceAccountKey is a Google service-account key whose tokens come from
+// tokenURL.
+func serviceAccountKey(t *testing.T, tokenURL string) []byte {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(map[string]string{"type": "service_account", "client_email": "moat-test@p1.iam.gserviceaccount.com",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "token_uri": tokenURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // sdkFixture is a gateway in front of one mock per provider kind (and one
@@ -103,47 +155,68 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 		{Resource: &configv1.ConfigResource_Organization{Organization: &configv1.Organization{Name: org}}},
 		{Resource: &configv1.ConfigResource_Project{Project: &configv1.Project{Name: project}}},
 	}
+	// Vertex's tokens: a fake Google token endpoint handing out the mock's
+	// credential as the access token.
+	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ParseForm() != nil || r.PostForm.Get("assertion") == "" {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"`+upstreamCredential+`","token_type":"Bearer","expires_in":3600}`)
+	}))
+	t.Cleanup(tokens.Close)
 	type mock struct {
-		model string
-		typ   configv1.Provider_Type
-		cfg   providertest.Config
-		path  string
-		azure *configv1.AzureSettings
+		model, upstream string
+		cfg             providertest.Config
+		provider        *configv1.Provider
 	}
 	var mocks []mock
 	for _, k := range kinds {
 		cfg := providertest.Config{Credential: upstreamCredential, Chunks: 3, CachedTokens: 2, CacheWriteTokens: 1, ReasoningTokens: 1}
-		mocks = append(mocks, mock{k.name + "-model", k.typ, cfg, k.path, k.azure})
-		cfg.ToolCalls = []string{"get_weather"}
-		mocks = append(mocks, mock{k.name + "-tools", k.typ, cfg, k.path, k.azure})
-	}
-	if o.slowModel {
-		mocks = append(mocks, mock{"slow-model", configv1.Provider_TYPE_OPENAI_COMPATIBLE,
-			providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond}, "/v1", nil})
-	}
-	for _, mk := range mocks {
-		{
-			cfg, model := mk.cfg, mk.model
-			m := providertest.New(cfg)
-			srv := httptest.NewServer(m)
-			t.Cleanup(srv.Close)
-			f.mocks[model] = m
-			name := org + "/providers/" + model
-			sealed, err := keyring.Seal([]byte(upstreamCredential), []byte(name))
-			if err != nil {
-				t.Fatal(err)
+		for _, tools := range []bool{false, true} {
+			model := k.name + "-model"
+			if tools {
+				cfg.ToolCalls = []string{"get_weather"}
+				model = k.name + "-tools"
 			}
-			resources = append(resources,
-				&configv1.ConfigResource{Resource: &configv1.ConfigResource_Provider{Provider: &configv1.GatewayProvider{
-					Provider:   &configv1.Provider{Name: name, Type: mk.typ, BaseUrl: srv.URL + mk.path, HasCredential: true, Azure: mk.azure},
-					Credential: &configv1.SealedSecret{KekId: sealed.KEKID, WrappedKey: sealed.WrappedKey, Ciphertext: sealed.Ciphertext},
-				}}},
-				&configv1.ConfigResource{Resource: &configv1.ConfigResource_Route{Route: &configv1.Route{
-					Name: project + "/routes/" + model, Model: model, Provider: name, UpstreamModel: "upstream-" + model,
-				}}})
+			prefix := k.prefix
+			if prefix == "" {
+				prefix = "upstream-"
+			}
+			mocks = append(mocks, mock{model, prefix + model, cfg, &configv1.Provider{Type: k.typ, BaseUrl: k.path, Azure: k.azure, Vertex: k.vertex, Bedrock: k.bedrock}})
 		}
 	}
-	store := snapshot.NewStore(keyring, log)
+	if o.slowModel {
+		mocks = append(mocks, mock{"slow-model", "upstream-slow-model", providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond},
+			&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}})
+	}
+	for _, mk := range mocks {
+		m := providertest.New(mk.cfg)
+		srv := httptest.NewServer(m)
+		t.Cleanup(srv.Close)
+		f.mocks[mk.model] = m
+		p := mk.provider
+		p.Name, p.BaseUrl, p.HasCredential = org+"/providers/"+mk.model, srv.URL+p.BaseUrl, true
+		sealed, err := keyring.Seal(credentialOf(t, p.Type, tokens.URL), []byte(p.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resources = append(resources,
+			&configv1.ConfigResource{Resource: &configv1.ConfigResource_Provider{Provider: &configv1.GatewayProvider{
+				Provider:   p,
+				Credential: &configv1.SealedSecret{KekId: sealed.KEKID, WrappedKey: sealed.WrappedKey, Ciphertext: sealed.Ciphertext},
+			}}},
+			&configv1.ConfigResource{Resource: &configv1.ConfigResource_Route{Route: &configv1.Route{
+				Name: project + "/routes/" + mk.model, Model: mk.model, Provider: p.Name, UpstreamModel: mk.upstream,
+			}}})
+	}
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	creds := credential.NewKeeper(&http.Client{Transport: gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, loopback)}, log)
+	credCtx, stopCreds := context.WithCancel(context.Background())
+	t.Cleanup(stopCreds)
+	go func() { _ = creds.Run(credCtx) }()
+	store := snapshot.NewStore(keyring, log).WithCredentials(creds)
 	store.Replace(1, resources)
 
 	ns := eventstest.NewServer(t)
@@ -169,15 +242,26 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 	if f.usage, err = js.OrderedConsumer(ctx, "GATEWAY", jetstream.OrderedConsumerConfig{FilterSubjects: []string{usage.Subject}}); err != nil {
 		t.Fatal(err)
 	}
-	transport := gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	transport := gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, loopback)
 	t.Cleanup(transport.CloseIdleConnections)
 	mux := http.NewServeMux()
 	httpapi.New(gateway.New(gateway.Options{Keys: keys, Routes: store, Usage: pub, Renderer: httpapi.Render{}, Transport: transport, MaxInFlight: o.maxInFlight, Log: log})).Mount(mux)
 	gw := httptest.NewServer(mux)
 	t.Cleanup(gw.Close)
 	f.url = gw.URL
+	// Vertex calls work once the keeper holds a first token.
+	eventually(t, 10*time.Second, "the Vertex providers have a token", func() bool {
+		r := f.postTo(t, "/v1/chat/completions", `{"model":"vertex_gemini-model","messages":[{"role":"user","content":"warm up"}]}`,
+			map[string]string{"Authorization": "Bearer " + f.key})
+		if r.status == http.StatusOK {
+			f.nextUsage(t)
+			return true
+		}
+		f.nextUsage(t)
+		return false
+	})
 	t.Cleanup(func() {
-		if l := logs.String(); strings.Contains(l, upstreamCredential) || strings.Contains(l, f.key) {
+		if l := logs.String(); strings.Contains(l, upstreamCredential) || strings.Contains(l, f.key) || strings.Contains(l, "bedrock-secret-for-tests") {
 			t.Errorf("a secret reached the logs:\n%s", l)
 		}
 	})
@@ -214,15 +298,47 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 	req.URL.RawQuery = last.Query.Encode()
 	m.ServeHTTP(rec, req)
 	body := rec.Body.Bytes()
-	isAnthropic := strings.HasSuffix(last.Path, "/messages")
-	if !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/event-stream") {
-		if isAnthropic {
-			return anthropicwire.ReadUsage(body)
+	format := "openai"
+	switch {
+	case strings.HasSuffix(last.Path, "/messages"), strings.Contains(last.Path, "awPredict"):
+		format = "anthropic"
+	case strings.Contains(last.Path, "enerateContent"):
+		format = "gemini"
+	case strings.Contains(last.Path, "/converse"):
+		format = "converse"
+	}
+	whole := func(b []byte) ir.Usage {
+		switch format {
+		case "anthropic":
+			return anthropicwire.ReadUsage(b)
+		case "gemini":
+			return gemini.ReadUsage(b)
+		case "converse":
+			return converse.ReadUsage(b)
 		}
-		u, _ := openaichat.ReadUsage(body)
+		u, _ := openaichat.ReadUsage(b)
 		return u
 	}
+	ct := rec.Header().Get("Content-Type")
 	var u ir.Usage
+	switch {
+	case strings.HasPrefix(ct, "application/vnd.amazon.eventstream"):
+		rd := awsstream.NewReader(bytes.NewReader(body), 1<<20)
+		for {
+			ev, err := rd.Next()
+			if errors.Is(err, io.EOF) {
+				return u
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(ev.Name) == "metadata" {
+				u.Merge(converse.ReadUsage(ev.Data))
+			}
+		}
+	case !strings.HasPrefix(ct, "text/event-stream"):
+		return whole(body)
+	}
 	rd := ssewire.NewReader(bufio.NewReader(bytes.NewReader(body)), 1<<20)
 	for {
 		ev, err := rd.Next()
@@ -232,9 +348,9 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if isAnthropic {
+		if format == "anthropic" {
 			u.Merge(anthropicwire.ReadStreamUsage(anthropicwire.EventKind(ev.Name, ev.Data), ev.Data))
-		} else if v, _ := openaichat.ReadUsage(ev.Data); v.Found {
+		} else if v := whole(ev.Data); v.Found {
 			u.Merge(v)
 		}
 	}
@@ -332,7 +448,7 @@ func TestOpenAISDK(t *testing.T) {
 			f.checkUsage(t, tools, true)
 			// What the provider got holds the tool result, in its own format.
 			last, _ := f.mocks[tools].LastRequest()
-			if !bytes.Contains(last.Body, []byte("sunny and warm")) || !bytes.Contains(last.Body, []byte(calls[0].ID)) {
+			if !bytes.Contains(last.Body, []byte("sunny and warm")) || (!strings.Contains(k.name, "gemini") && !bytes.Contains(last.Body, []byte(calls[0].ID))) {
 				t.Errorf("the provider did not get the tool result: %s", last.Body)
 			}
 		})
@@ -357,7 +473,7 @@ func TestAnthropicSDK(t *testing.T) {
 			if err != nil {
 				t.Fatalf("plain: %v", err)
 			}
-			if len(m.Content) != 1 || !strings.HasPrefix(m.Content[0].Text, "tok1") || m.StopReason != anthropic.StopReasonEndTurn {
+			if !strings.HasPrefix(lastText(m.Content), "tok1") || m.StopReason != anthropic.StopReasonEndTurn {
 				t.Errorf("plain answer = %s", m.RawJSON())
 			}
 			if m.Usage.CacheReadInputTokens != 2 || m.Usage.InputTokens == 0 {
@@ -375,7 +491,7 @@ func TestAnthropicSDK(t *testing.T) {
 			if err := stream.Err(); err != nil {
 				t.Fatalf("stream: %v", err)
 			}
-			if len(acc.Content) != 1 || !strings.HasPrefix(acc.Content[0].Text, "tok1") || acc.Usage.OutputTokens == 0 {
+			if !strings.HasPrefix(lastText(acc.Content), "tok1") || acc.Usage.OutputTokens == 0 {
 				t.Errorf("streamed answer = %+v", acc)
 			}
 			f.checkUsage(t, model, true)
@@ -413,7 +529,8 @@ func TestAnthropicSDK(t *testing.T) {
 			}
 			f.checkUsage(t, tools, true)
 			last, _ := f.mocks[tools].LastRequest()
-			if !bytes.Contains(last.Body, []byte("sunny and warm")) || !bytes.Contains(last.Body, []byte(use.ID)) {
+			// Gemini pairs results with calls by name and order: it has no ids.
+			if !bytes.Contains(last.Body, []byte("sunny and warm")) || (!strings.Contains(k.name, "gemini") && !bytes.Contains(last.Body, []byte(use.ID))) {
 				t.Errorf("the provider did not get the tool result: %s", last.Body)
 			}
 		})
@@ -497,4 +614,16 @@ func TestOtherEndpoints(t *testing.T) {
 	if u := f.nextUsage(t); u.GetModel() != "openai-model" {
 		t.Errorf("usage event after count_tokens is for %s, want openai-model", u.GetModel())
 	}
+}
+
+// lastText is the text of the last text block (providers that reason put
+// a thinking block first).
+func lastText(blocks []anthropic.ContentBlockUnion) string {
+	text := ""
+	for _, b := range blocks {
+		if b.Type == "text" {
+			text = b.Text
+		}
+	}
+	return text
 }

@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
 )
 
 // Kind is a provider kind.
@@ -34,9 +36,40 @@ const (
 	// AzureOpenAI is an Azure OpenAI resource: the route's upstream model
 	// is the deployment.
 	AzureOpenAI
+	// Gemini is Google AI Studio.
+	Gemini
+	// VertexAI is Google Cloud's Vertex AI: Gemini models, and Claude
+	// through Anthropic's format.
+	VertexAI
+	// Bedrock is AWS Bedrock, through the Converse API.
+	Bedrock
 )
 
-var kindNames = [...]string{KindUnknown: "unknown", OpenAICompatible: "openai_compatible", OpenAI: "openai", Anthropic: "anthropic", AzureOpenAI: "azure_openai"}
+var kindNames = [...]string{KindUnknown: "unknown", OpenAICompatible: "openai_compatible", OpenAI: "openai", Anthropic: "anthropic",
+	AzureOpenAI: "azure_openai", Gemini: "gemini", VertexAI: "vertex_ai", Bedrock: "bedrock"}
+
+// TokenSource hands out a current access token without I/O (a Google
+// service account's, refreshed in the background).
+type TokenSource interface {
+	Token() (string, error)
+}
+
+// Signer signs a request without I/O (AWS SigV4 with credentials
+// refreshed in the background, or a Bedrock API key).
+type Signer interface {
+	Sign(req *http.Request, body []byte, now time.Time) error
+}
+
+// VertexPublishers says which Vertex publisher serves a model, by the
+// model name's prefix: data, not code, so that a new family is one line.
+// Models matching none are Google's.
+var VertexPublishers = []struct {
+	Prefix    string
+	Publisher string
+	API       wire.API
+}{
+	{"claude-", "anthropic", wire.Anthropic},
+}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -57,6 +90,13 @@ type Config struct {
 	// AzureAPIVersion selects Azure's deployment paths with that
 	// api-version; empty, its v1 API (/openai/v1, the model in the body).
 	AzureAPIVersion string
+	// VertexProject and VertexLocation place a Vertex AI provider.
+	VertexProject, VertexLocation string
+	// BedrockRegion places a Bedrock provider.
+	BedrockRegion string
+	// Google authenticates a Vertex AI provider; AWS signs for Bedrock.
+	Google TokenSource
+	AWS    Signer
 }
 
 // Provider is a provider ready to be called. It never prints its
@@ -76,12 +116,17 @@ type Provider struct {
 	// azureVersion is the api-version query value, escaped; empty for
 	// Azure's v1 API.
 	azureVersion string
+	// vertexPath is /v1/projects/{p}/locations/{l}/publishers.
+	vertexPath string
+	google     TokenSource
+	aws        Signer
 }
 
 // Defaults of BaseURL per kind.
 var defaultBase = map[Kind]string{
 	OpenAI:    "https://api.openai.com/v1",
 	Anthropic: "https://api.anthropic.com/v1",
+	Gemini:    "https://generativelanguage.googleapis.com/v1beta",
 }
 
 // AnthropicVersion is the Messages API version sent when the client names
@@ -96,6 +141,15 @@ func New(c Config) *Provider {
 	base := strings.TrimRight(c.BaseURL, "/")
 	if base == "" {
 		base = defaultBase[c.Kind]
+	}
+	switch {
+	case base != "":
+	case c.Kind == VertexAI && c.VertexLocation == "global":
+		base = "https://aiplatform.googleapis.com"
+	case c.Kind == VertexAI && c.VertexLocation != "":
+		base = "https://" + c.VertexLocation + "-aiplatform.googleapis.com"
+	case c.Kind == Bedrock && c.BedrockRegion != "":
+		base = "https://bedrock-runtime." + c.BedrockRegion + ".amazonaws.com"
 	}
 	p.base = base
 	switch c.Kind {
@@ -122,6 +176,23 @@ func New(c Config) *Provider {
 			p.Unusable = "an Azure OpenAI provider needs its resource endpoint as base URL"
 			return p
 		}
+	case Gemini:
+		if len(c.Credential) > 0 {
+			p.headers["X-Goog-Api-Key"] = []string{string(c.Credential)}
+		}
+	case VertexAI:
+		if c.Google == nil || c.VertexProject == "" || c.VertexLocation == "" {
+			p.Unusable = "a Vertex AI provider needs its project, location and service-account key"
+			return p
+		}
+		p.google = c.Google
+		p.vertexPath = "/v1/projects/" + url.PathEscape(c.VertexProject) + "/locations/" + url.PathEscape(c.VertexLocation) + "/publishers/"
+	case Bedrock:
+		if c.AWS == nil || c.BedrockRegion == "" {
+			p.Unusable = "a Bedrock provider needs its region and credentials"
+			return p
+		}
+		p.aws = c.AWS
 	default:
 		p.Unusable = fmt.Sprintf("provider kind %s is not supported", c.Kind)
 		return p
@@ -169,8 +240,50 @@ func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 		case wire.AnthropicCountTokens:
 			return client, true
 		}
+	case Gemini, Bedrock:
+		up := wire.Gemini
+		if p.Kind == Bedrock {
+			up = wire.Converse
+		}
+		switch client {
+		case wire.OpenAIChat, wire.Anthropic:
+			return up, true
+		case wire.AnthropicCountTokens:
+			return wire.APIUnknown, true
+		}
 	}
 	return wire.APIUnknown, false
+}
+
+// UpstreamFor is Upstream for one model: a Vertex AI provider serves
+// Claude models in Anthropic's format and the others in Gemini's.
+func (p *Provider) UpstreamFor(client wire.API, model string) (wire.API, bool) {
+	if p.Kind != VertexAI {
+		return p.Upstream(client)
+	}
+	up := wire.Gemini
+	for _, vp := range VertexPublishers {
+		if strings.HasPrefix(model, vp.Prefix) {
+			up = vp.API
+		}
+	}
+	switch client {
+	case wire.OpenAIChat, wire.Anthropic:
+		return up, true
+	case wire.AnthropicCountTokens:
+		return wire.APIUnknown, true
+	}
+	return wire.APIUnknown, false
+}
+
+// vertexPublisher is the Vertex publisher of model.
+func vertexPublisher(model string) string {
+	for _, vp := range VertexPublishers {
+		if strings.HasPrefix(model, vp.Prefix) {
+			return vp.Publisher
+		}
+	}
+	return "google"
 }
 
 // Call is one upstream call, as the gateway asks for it.
@@ -194,7 +307,18 @@ type Call struct {
 // the provider's, never the client's.
 func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error) {
 	var path string
+	body := c.Body
 	switch c.API {
+	case wire.Gemini:
+		path = "/models/" + url.PathEscape(c.Model) + ":generateContent"
+		if c.Stream {
+			path = "/models/" + url.PathEscape(c.Model) + ":streamGenerateContent?alt=sse"
+		}
+	case wire.Converse:
+		path = "/model/" + url.PathEscape(c.Model) + "/converse"
+		if c.Stream {
+			path += "-stream"
+		}
 	case wire.OpenAIChat:
 		path = "/chat/completions"
 	case wire.Anthropic:
@@ -209,10 +333,28 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 		return nil, fmt.Errorf("provider %s: wire API %s not served", p.Name, c.API)
 	}
 	u := p.base + path
-	if p.Kind == AzureOpenAI {
+	switch p.Kind {
+	case AzureOpenAI:
 		u = p.azureURL(path, c.Model)
+	case VertexAI:
+		pub := vertexPublisher(c.Model)
+		switch {
+		case pub == "anthropic" && c.API == wire.Anthropic:
+			// Claude on Vertex: the model is in the URL, the version in
+			// the body.
+			body = anthropic.ForVertex(body)
+			verb := ":rawPredict"
+			if c.Stream {
+				verb = ":streamRawPredict"
+			}
+			u = p.base + p.vertexPath + pub + "/models/" + url.PathEscape(c.Model) + verb
+		case c.API == wire.Gemini:
+			u = p.base + p.vertexPath + pub + path
+		default:
+			return nil, fmt.Errorf("provider %s: wire API %s not served on Vertex", p.Name, c.API)
+		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(c.Body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("provider %s: build request: %w", p.Name, err)
 	}
@@ -228,6 +370,17 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 	for k, v := range p.headers {
 		h[k] = v
 	}
+	switch p.Kind {
+	case VertexAI:
+		tok, err := p.google.Token()
+		if err != nil {
+			return nil, fmt.Errorf("provider %s: %w", p.Name, err)
+		}
+		h["Authorization"] = []string{"Bearer " + tok}
+	}
+	if c.API == wire.Converse && c.Stream {
+		h["Accept"] = []string{"application/vnd.amazon.eventstream"}
+	}
 	if p.Kind == Anthropic {
 		h["Anthropic-Version"] = []string{AnthropicVersion}
 		if v := c.Header.Get("Anthropic-Version"); v != "" {
@@ -235,6 +388,12 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 		}
 		if v := c.Header.Values("Anthropic-Beta"); len(v) > 0 {
 			h["Anthropic-Beta"] = v
+		}
+	}
+	if p.Kind == Bedrock {
+		// Last: the signature covers the headers set above.
+		if err := p.aws.Sign(req, body, time.Now()); err != nil {
+			return nil, fmt.Errorf("provider %s: sign: %w", p.Name, err)
 		}
 	}
 	return req, nil

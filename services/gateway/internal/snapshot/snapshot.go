@@ -8,6 +8,7 @@ package snapshot
 
 import (
 	"cmp"
+	"context"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/moat-ai/moat/libs/secretbox"
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	"github.com/moat-ai/moat/services/gateway/internal/credential"
 	"github.com/moat-ai/moat/services/gateway/internal/provider"
 )
 
@@ -178,9 +180,12 @@ func parentOf(name, sep string) (string, bool) {
 type Store struct {
 	keyring *secretbox.Keyring
 	log     *slog.Logger
-	cur     atomic.Pointer[Snapshot]
-	ready   atomic.Bool
-	mu      sync.Mutex // serialises writers
+	// creds keeps the credentials that refresh in the background
+	// (Vertex, Bedrock); nil when none may be built (tests).
+	creds *credential.Keeper
+	cur   atomic.Pointer[Snapshot]
+	ready atomic.Bool
+	mu    sync.Mutex // serialises writers
 
 	// Fresh tracks whether the snapshot is known to be current.
 	Fresh Freshness
@@ -194,6 +199,13 @@ func NewStore(keyring *secretbox.Keyring, log *slog.Logger) *Store {
 	}
 	s := &Store{keyring: keyring, log: log}
 	s.cur.Store(emptySnapshot())
+	return s
+}
+
+// WithCredentials makes the store build Vertex AI and Bedrock providers,
+// whose credentials k keeps refreshed. Call it before the first snapshot.
+func (s *Store) WithCredentials(k *credential.Keeper) *Store {
+	s.creds = k
 	return s
 }
 
@@ -213,6 +225,7 @@ func (s *Store) Replace(version int64, resources []*configv1.ConfigResource) {
 	next.index(s.log)
 	s.mu.Lock()
 	s.cur.Store(next)
+	s.retain(next)
 	s.mu.Unlock()
 	s.ready.Store(true)
 	s.log.Info("configuration snapshot loaded", "version", version, "resources", len(resources), "routes", len(next.byModel))
@@ -246,6 +259,20 @@ func (s *Store) update(version int64, apply func(*Snapshot)) {
 	apply(next)
 	next.index(s.log)
 	s.cur.Store(next)
+	s.retain(next)
+}
+
+// retain lets the credential keeper stop the refreshers of providers the
+// snapshot no longer holds.
+func (s *Store) retain(next *Snapshot) {
+	if s.creds == nil {
+		return
+	}
+	names := make(map[string]bool, len(next.providers))
+	for name := range next.providers {
+		names[name] = true
+	}
+	s.creds.Retain(names)
 }
 
 func (s *Store) put(next *Snapshot, r *configv1.ConfigResource) {
@@ -267,7 +294,8 @@ func (s *Store) put(next *Snapshot, r *configv1.ConfigResource) {
 // a clear upstream error instead of vanishing.
 func (s *Store) provider(gp *configv1.GatewayProvider) *provider.Provider {
 	pp := gp.GetProvider()
-	c := provider.Config{Name: pp.GetName(), Kind: kindOf(pp.GetType()), BaseURL: pp.GetBaseUrl(), AzureAPIVersion: pp.GetAzure().GetApiVersion()}
+	c := provider.Config{Name: pp.GetName(), Kind: kindOf(pp.GetType()), BaseURL: pp.GetBaseUrl(), AzureAPIVersion: pp.GetAzure().GetApiVersion(),
+		VertexProject: pp.GetVertex().GetProject(), VertexLocation: pp.GetVertex().GetLocation(), BedrockRegion: pp.GetBedrock().GetRegion()}
 	var p *provider.Provider
 	if sealed := gp.GetCredential(); sealed != nil && len(sealed.GetCiphertext()) > 0 {
 		pt, err := s.keyring.Open(secretbox.Sealed{KEKID: sealed.GetKekId(), WrappedKey: sealed.GetWrappedKey(), Ciphertext: sealed.GetCiphertext()}, []byte(c.Name))
@@ -277,12 +305,44 @@ func (s *Store) provider(gp *configv1.GatewayProvider) *provider.Provider {
 		c.Credential = pt
 	}
 	if p == nil {
+		p = s.withCredentials(&c)
+	}
+	if p == nil {
 		p = provider.New(c)
 	}
 	if p.Unusable != "" {
 		s.log.Error("provider unusable; its routes answer 502", "provider", p.Name, "reason", p.Unusable, "kek_id", gp.GetCredential().GetKekId())
 	}
 	return p
+}
+
+// withCredentials builds the background-refreshed credential of a Vertex
+// AI or Bedrock provider into c, or returns the provider as unusable when
+// it cannot be had. Building one does no I/O for Vertex (tokens come from
+// the refresher) and, for Bedrock, at most one credential lookup, at
+// snapshot time, never on a request.
+func (s *Store) withCredentials(c *provider.Config) *provider.Provider {
+	switch c.Kind {
+	case provider.VertexAI, provider.Bedrock:
+	default:
+		return nil
+	}
+	if s.creds == nil {
+		return provider.Unusable(c.Name, c.Kind, "this gateway builds no background credentials")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var err error
+	if c.Kind == provider.VertexAI {
+		c.Google, err = s.creds.Google(ctx, c.Name, c.Credential)
+	} else {
+		c.AWS, err = s.creds.AWS(ctx, c.Name, c.Credential, c.BedrockRegion)
+	}
+	if err != nil {
+		// The credential packages' errors quote no secret.
+		return provider.Unusable(c.Name, c.Kind, "credential: "+err.Error())
+	}
+	return nil
 }
 
 // kindOf maps config's provider type to the adapter kind; an unknown type
@@ -297,6 +357,12 @@ func kindOf(t configv1.Provider_Type) provider.Kind {
 		return provider.Anthropic
 	case configv1.Provider_TYPE_AZURE_OPENAI:
 		return provider.AzureOpenAI
+	case configv1.Provider_TYPE_GEMINI:
+		return provider.Gemini
+	case configv1.Provider_TYPE_VERTEX_AI:
+		return provider.VertexAI
+	case configv1.Provider_TYPE_BEDROCK:
+		return provider.Bedrock
 	default:
 		return provider.KindUnknown
 	}

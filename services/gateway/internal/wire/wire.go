@@ -28,11 +28,16 @@ const (
 	// AnthropicCountTokens is Anthropic's token count (POST
 	// /messages/count_tokens): not billable, no usage record.
 	AnthropicCountTokens
+	// Gemini is Google's generateContent (AI Studio and Vertex).
+	Gemini
+	// Converse is Bedrock's Converse API.
+	Converse
 )
 
 var apiNames = [...]string{ //nolint:gosec // API names, not credentials
 	APIUnknown: "unknown", OpenAIChat: "openai.chat", Anthropic: "anthropic.messages",
-	OpenAICompletions: "openai.completions", OpenAIEmbeddings: "openai.embeddings", AnthropicCountTokens: "anthropic.count_tokens"}
+	OpenAICompletions: "openai.completions", OpenAIEmbeddings: "openai.embeddings", AnthropicCountTokens: "anthropic.count_tokens",
+	Gemini: "gemini.generate_content", Converse: "bedrock.converse"}
 
 // Billable reports whether calls of the API are metered (a usage record
 // per call).

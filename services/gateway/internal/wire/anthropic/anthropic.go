@@ -311,3 +311,55 @@ func AppendError(dst []byte, typ, message string) []byte {
 	dst = jsonx.AppendString(dst, message)
 	return append(dst, "}}"...)
 }
+
+// VertexVersion is the anthropic_version Claude on Vertex AI takes in the
+// body.
+const VertexVersion = "vertex-2023-10-16"
+
+// ForVertex returns a Messages body as Claude on Vertex AI takes it: the
+// model (which Vertex reads from the URL) removed, and anthropic_version
+// added unless the body has one. body must have passed ParseRequest or be
+// the output of EncodeRequest; a body that does not scan is returned as it
+// came, for the provider to refuse.
+func ForVertex(body []byte) []byte {
+	var (
+		edits      []jsonx.Edit
+		hasVersion bool
+		prevEnd    = -1
+	)
+	closing, err := jsonx.Object(body, func(m jsonx.Member) error {
+		switch {
+		case m.Is("model"):
+			// Cut from the end of the previous member (its comma
+			// included) to the end of this value, or, for the first
+			// member, from the opening brace to the next member.
+			start := prevEnd
+			if start < 0 {
+				start = bytes.IndexByte(body, '{') + 1
+			}
+			edits = append(edits, jsonx.Edit{Start: start, End: m.End})
+		case m.Is("anthropic_version"):
+			hasVersion = true
+		}
+		prevEnd = m.End
+		return nil
+	})
+	if err != nil {
+		return body
+	}
+	if !hasVersion {
+		edits = append(edits, jsonx.Edit{Start: closing, End: closing, With: []byte(`,"anthropic_version":"` + VertexVersion + `"`)})
+	}
+	out := jsonx.Apply(body, edits...)
+	// A removed first member leaves "{," behind: drop that comma.
+	if i := bytes.IndexByte(out, '{'); i >= 0 {
+		j := i + 1
+		for j < len(out) && (out[j] == ' ' || out[j] == '\n' || out[j] == '\t' || out[j] == '\r') {
+			j++
+		}
+		if j < len(out) && out[j] == ',' {
+			out = append(out[:j], out[j+1:]...)
+		}
+	}
+	return out
+}

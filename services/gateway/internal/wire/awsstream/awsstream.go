@@ -70,6 +70,7 @@ type Reader struct {
 	br      *bufio.Reader
 	max     int
 	dec     *eventstream.Decoder
+	src     bytes.Reader // over frame, for the SDK's decoder
 	frame   []byte
 	payload []byte
 	name    []byte
@@ -94,7 +95,8 @@ func (r *Reader) Reset(br *bufio.Reader) { r.br = br }
 // the reader: a relay flushes when none do.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
-// Next returns the next frame. At the end of the stream it returns io.EOF;
+// Next returns the next frame (one without a :message-type header is an
+// event). At the end of the stream it returns io.EOF;
 // a stream that ends inside a frame returns an error wrapping
 // ErrMalformed and io.ErrUnexpectedEOF, a frame that breaks the format
 // one wrapping ErrMalformed, and one over the bound ErrEventTooLarge.
@@ -126,7 +128,8 @@ func (r *Reader) Next() (Event, error) {
 	if _, err := io.ReadFull(r.br, r.frame[preludeLen:]); err != nil {
 		return Event{}, readError(err)
 	}
-	m, err := r.dec.Decode(bytes.NewReader(r.frame), r.payload[:0])
+	r.src.Reset(r.frame)
+	m, err := r.dec.Decode(&r.src, r.payload[:0])
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}

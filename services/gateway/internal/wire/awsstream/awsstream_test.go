@@ -225,3 +225,27 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkReader reads a stream of typical ConverseStream text deltas.
+func BenchmarkReader(b *testing.B) {
+	var stream []byte
+	for range 100 {
+		stream = append(stream, event(b, "contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"tok "},"p":"abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"}`)...)
+	}
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	br := bufio.NewReaderSize(nil, 4096)
+	rd := NewReader(br, 1<<20)
+	for b.Loop() {
+		br.Reset(bytes.NewReader(stream))
+		rd.Reset(br)
+		for {
+			if _, err := rd.Next(); err != nil {
+				if !errors.Is(err, io.EOF) {
+					b.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+}

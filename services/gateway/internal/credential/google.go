@@ -1,0 +1,383 @@
+// Package credential holds the gateway's upstream credentials that are
+// obtained or refreshed over the network (Google service-account access
+// tokens for Vertex AI, AWS keys for Bedrock), kept fresh in the
+// background so that the request path only reads memory: GATEWAY.md
+// allows no I/O before the upstream call beyond one limit-store round
+// trip. No error or printed form of a credential holds a private key, a
+// secret key or a token.
+package credential
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"golang.org/x/oauth2/jwt"
+)
+
+// GoogleScope is the OAuth scope the access tokens are asked for: Vertex
+// AI accepts cloud-platform and no narrower one.
+const GoogleScope = "https://www.googleapis.com/auth/cloud-platform"
+
+// Errors of Google. Every error NewGoogle returns for a key it refuses
+// wraps ErrInvalidKey; Token's errors wrap ErrNoToken or ErrTokenExpired.
+var (
+	ErrInvalidKey   = errors.New("google credential: invalid service-account key")
+	ErrNoToken      = errors.New("google credential: no token yet")
+	ErrTokenExpired = errors.New("google credential: token expired and refresh failing")
+)
+
+// Refresh timing. A token is refreshed at 80 % of its lifetime (12 minutes
+// before a one-hour token expires), which leaves time for several retries
+// before it runs out; failed refreshes are retried after a jittered
+// exponential backoff, so that gateway replicas started together do not
+// hit the token endpoint in step.
+const (
+	refreshAt      = 0.8
+	minRefresh     = time.Second
+	retryBase      = time.Second
+	retryMax       = time.Minute
+	requestTimeout = 30 * time.Second
+	// expiryMargin: a token this close to its expiry is not handed out,
+	// since it could expire before the upstream reads it.
+	expiryMargin = 10 * time.Second
+)
+
+// Google is a Google service account's access token, refreshed in the
+// background by Run. Token is safe for concurrent use and does no I/O.
+type Google struct {
+	cfg    *jwt.Config
+	email  string
+	client *http.Client
+
+	// The clock and the jitter, replaced by tests.
+	now    func() time.Time
+	wait   func(ctx context.Context, d time.Duration) error
+	jitter func() float64 // in [0, 1)
+
+	state     atomic.Pointer[googleState]
+	running   atomic.Bool
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// googleState is what Token reads, replaced whole on every refresh.
+type googleState struct {
+	token  string
+	expiry time.Time
+	// failure says why the last refresh failed, empty after a success.
+	// It is written by describe and never holds a secret.
+	failure string
+}
+
+// NewGoogle reads a service-account key (the JSON file Google issues) and
+// returns its credential, without a token until Run gets one. The key
+// must be of type service_account, with a client_email and an RSA
+// private_key; its token_uri is where tokens come from (Google's default
+// when absent), which must be https (plain http only to a loopback
+// address, for tests and local fakes). Tokens are asked for GoogleScope
+// through client, which should be the gateway's egress-checked client;
+// NewGoogle itself does no I/O, and ctx only lets a caller give up before
+// it starts. An error for a refused key wraps ErrInvalidKey and quotes
+// nothing of the key.
+func NewGoogle(ctx context.Context, keyJSON []byte, client *http.Client) (*Google, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("google credential: %w", err)
+	}
+	if client == nil {
+		return nil, errors.New("google credential: an http.Client is required")
+	}
+	// Read with encoding/json, as x/oauth2/google does, so that the
+	// checks below see the values it will use.
+	var k struct {
+		Type        string `json:"type"`
+		ClientEmail string `json:"client_email"`
+		PrivateKey  string `json:"private_key"`
+		TokenURI    string `json:"token_uri"`
+	}
+	if err := json.Unmarshal(keyJSON, &k); err != nil {
+		return nil, invalidKey("it is not a JSON object of strings")
+	}
+	switch {
+	case k.Type != "service_account":
+		return nil, invalidKey("its type is not service_account")
+	case k.ClientEmail == "":
+		return nil, invalidKey("client_email is missing")
+	case k.PrivateKey == "":
+		return nil, invalidKey("private_key is missing")
+	}
+	if err := checkPrivateKey(k.PrivateKey); err != nil {
+		return nil, err
+	}
+	if k.TokenURI != "" {
+		if err := checkTokenURI(k.TokenURI); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := google.JWTConfigFromJSON(keyJSON, GoogleScope)
+	if err != nil {
+		return nil, invalidKey("x/oauth2 cannot read it")
+	}
+	return &Google{
+		cfg:    cfg,
+		email:  k.ClientEmail,
+		client: client,
+		now:    time.Now,
+		wait:   sleep,
+		jitter: rand.Float64,
+		ready:  make(chan struct{}),
+	}, nil
+}
+
+func invalidKey(why string) error { return fmt.Errorf("%w: %s", ErrInvalidKey, why) }
+
+// checkPrivateKey parses the key now, so that a broken one fails at
+// start rather than at the first refresh. Errors name the problem only.
+func checkPrivateKey(s string) error {
+	block, _ := pem.Decode([]byte(s))
+	if block == nil {
+		return invalidKey("private_key is not PEM-encoded")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		if _, err1 := x509.ParsePKCS1PrivateKey(block.Bytes); err1 != nil {
+			return invalidKey("private_key is not a PKCS #8 or PKCS #1 key")
+		}
+		return nil
+	}
+	if _, ok := key.(*rsa.PrivateKey); !ok {
+		return invalidKey("private_key is not an RSA key")
+	}
+	return nil
+}
+
+// checkTokenURI refuses a token endpoint that would get the signed
+// assertion over plain http, except on the loopback interface.
+func checkTokenURI(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "":
+		return invalidKey("token_uri is not an absolute URL")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http":
+		if h := u.Hostname(); h == "localhost" || net.ParseIP(h).IsLoopback() {
+			return nil
+		}
+	}
+	return invalidKey("token_uri must be an https URL")
+}
+
+// String names the credential by its service account, so that printing
+// or logging a *Google shows nothing secret.
+func (g *Google) String() string { return "google service account " + g.email }
+
+// GoString is String, for %#v.
+func (g *Google) GoString() string { return g.String() }
+
+// LogValue is String, for log/slog.
+func (g *Google) LogValue() slog.Value { return slog.StringValue(g.String()) }
+
+// Token returns the current access token. It does no I/O: the token is
+// the one Run last obtained. Before the first one it returns an error
+// wrapping ErrNoToken, and once the token is expired (or within seconds
+// of it) one wrapping ErrTokenExpired; both say why the last refresh
+// failed, if it did.
+func (g *Google) Token() (string, error) {
+	s := g.state.Load()
+	switch {
+	case s == nil || s.token == "":
+		return "", g.stateError(ErrNoToken, s)
+	case !g.now().Before(s.expiry.Add(-expiryMargin)):
+		return "", g.stateError(ErrTokenExpired, s)
+	}
+	return s.token, nil
+}
+
+func (g *Google) stateError(base error, s *googleState) error {
+	switch {
+	case s != nil && s.failure != "":
+		return fmt.Errorf("%w (last refresh: %s)", base, s.failure)
+	case !g.running.Load():
+		return fmt.Errorf("%w (not refreshing: Run is not running)", base)
+	}
+	return base
+}
+
+// Ready is closed once Run has obtained the first token: the gateway can
+// hold its readiness until then.
+func (g *Google) Ready() <-chan struct{} { return g.ready }
+
+// Run obtains a token at once and keeps it fresh until ctx is done,
+// refreshing at 80 % of each token's lifetime and retrying failures with
+// jittered exponential backoff (1 s doubling to 1 min); meanwhile Token
+// keeps returning the previous token until it expires. Run returns nil
+// when ctx is done, and an error only if it is already running.
+func (g *Google) Run(ctx context.Context) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return errors.New("google credential: Run is already running")
+	}
+	defer g.running.Store(false)
+	failures := 0
+	for {
+		next, err := g.refresh(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			g.fail(err)
+			failures++
+			next = g.backoff(failures)
+		} else {
+			failures = 0
+		}
+		if g.wait(ctx, next) != nil {
+			return nil
+		}
+	}
+}
+
+// refresh gets a token and returns when to refresh it.
+func (g *Google) refresh(ctx context.Context) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	// x/oauth2's JWT flow sends its request without a context; the
+	// transport gives it ours, so that a hung endpoint or a shutdown
+	// ends it.
+	c := *g.client
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	var sendErr error
+	c.Transport = contextTransport{base: base, ctx: ctx, err: &sendErr}
+	tok, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, &c)).Token()
+	if err != nil {
+		return 0, describe(ctx, err, sendErr)
+	}
+	switch {
+	case tok.AccessToken == "":
+		return 0, errors.New("the token endpoint answered without an access_token")
+	case tok.Expiry.IsZero():
+		return 0, errors.New("the token endpoint answered without expires_in")
+	}
+	// The expiry is on the real clock; the lifetime carries it over to
+	// g.now's.
+	lifetime := time.Until(tok.Expiry)
+	if lifetime <= expiryMargin {
+		return 0, errors.New("the token endpoint answered a token about to expire")
+	}
+	g.state.Store(&googleState{token: tok.AccessToken, expiry: g.now().Add(lifetime)})
+	g.readyOnce.Do(func() { close(g.ready) })
+	return max(time.Duration(float64(lifetime)*refreshAt), minRefresh), nil
+}
+
+// fail records a failed refresh, keeping the current token.
+func (g *Google) fail(err error) {
+	s := &googleState{failure: err.Error()}
+	if old := g.state.Load(); old != nil {
+		s.token, s.expiry = old.token, old.expiry
+	}
+	g.state.Store(s)
+}
+
+// backoff is the wait before retry n (from 1): retryBase doubled n−1
+// times, at most retryMax, then drawn from its upper half.
+func (g *Google) backoff(n int) time.Duration {
+	d := retryMax
+	if n <= 6 {
+		d = min(retryBase<<(n-1), retryMax)
+	}
+	return d/2 + time.Duration(g.jitter()*float64(d/2))
+}
+
+// describe says why a token request failed without quoting what could
+// hold a secret: the endpoint's answer body (x/oauth2's RetrieveError
+// prints it whole) is reduced to its OAuth error code. sendErr is the
+// transport's error, if it failed: x/oauth2 flattens it into a string.
+func describe(ctx context.Context, err, sendErr error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		msg := "the token endpoint answered " + strconv.Itoa(re.Response.StatusCode)
+		if code := oauthErrorCode(re.Body); code != "" {
+			msg += " (" + code + ")"
+		}
+		return errors.New(msg)
+	}
+	if ctx.Err() != nil {
+		return errors.New("the token request timed out")
+	}
+	if sendErr != nil {
+		return errors.New("the token endpoint is unreachable: " + bound(sendErr.Error()))
+	}
+	return errors.New("the token endpoint's answer is not a token")
+}
+
+// oauthErrorCode reads the "error" member of an OAuth error answer
+// (invalid_grant, unauthorized_client); anything but a short lowercase
+// code is left out.
+func oauthErrorCode(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || len(e.Error) > 40 {
+		return ""
+	}
+	for _, c := range e.Error {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return ""
+		}
+	}
+	return e.Error
+}
+
+func bound(s string) string {
+	if len(s) > 200 {
+		return strings.ToValidUTF8(s[:200], "") + "..."
+	}
+	return s
+}
+
+// contextTransport sends every request with ctx and keeps the error of
+// a failed one in *err.
+type contextTransport struct {
+	base http.RoundTripper
+	ctx  context.Context
+	err  *error
+}
+
+func (t contextTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r.WithContext(t.ctx))
+	if err != nil {
+		*t.err = err
+	}
+	return resp, err
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
