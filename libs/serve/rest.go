@@ -27,22 +27,33 @@ import (
 //		return configv1.RegisterConfigServiceHandlerClient(ctx, mux, configv1.NewConfigServiceClient(conn))
 //	}
 func (s *Servers) MountREST(ctx context.Context, register func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error) error {
+	mux, err := s.RESTHandler(ctx, register)
+	if err != nil {
+		return err
+	}
+	s.Mux.Handle("/api/", mux)
+	return nil
+}
+
+// RESTHandler is MountREST without the mounting: the grpc-gateway mux, for
+// a process that routes /api/ itself (the gateway, whose /api/ proxies to
+// the other services but for its own few methods).
+func (s *Servers) RESTHandler(ctx context.Context, register func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error) (http.Handler, error) {
 	if s.restConn == nil {
 		conn, err := grpcclient.Dial(loopback(s.GRPCAddr()), s.tel, "",
 			grpc.WithChainUnaryInterceptor(s.proxy.clientUnary),
 			grpc.WithChainStreamInterceptor(s.proxy.clientStream),
 		)
 		if err != nil {
-			return fmt.Errorf("dial own gRPC server: %w", err)
+			return nil, fmt.Errorf("dial own gRPC server: %w", err)
 		}
 		s.restConn = conn
 	}
 	mux := NewRESTMux()
 	if err := register(ctx, mux, s.restConn); err != nil {
-		return fmt.Errorf("register REST handlers: %w", err)
+		return nil, fmt.Errorf("register REST handlers: %w", err)
 	}
-	s.Mux.Handle("/api/", mux)
-	return nil
+	return mux, nil
 }
 
 // NewRESTMux returns the grpc-gateway mux every service uses: unknown JSON

@@ -1,7 +1,8 @@
 // Package apiproxy routes the admin REST API, /api/v1/..., by path to the
 // service that owns the resource: `keys`, `members`, `identityProviders`,
 // `serviceAccounts` and `agents` collections and `me` to identity, `usage`
-// to billing, `auditEvents` to audit, everything else to config. The
+// to billing, `auditEvents` to audit, `orgs/*/providers/*:test` to the
+// gateway's own REST handler, everything else to config. The
 // gateway authenticates nothing here: each service verifies the caller
 // itself (the Authorization header passes through), so a forwarded request
 // is never trusted for being forwarded.
@@ -22,13 +23,18 @@ import (
 )
 
 // Backends are the HTTP addresses (host:port, or an http:// URL) of the
-// services behind the admin API.
+// services behind the admin API, and the gateway's own REST handler for
+// the methods it serves itself.
 type Backends struct {
 	Identity, Config, Billing, Audit string
+	// Gateway serves the gateway's own methods (providers/*:test); nil
+	// routes them to config like other provider paths.
+	Gateway http.Handler
 }
 
 // Service names, as used in logs and errors.
 const (
+	gateway  = "gateway"
 	identity = "identity"
 	config   = "config"
 	billing  = "billing"
@@ -45,7 +51,13 @@ func Owner(escapedPath string) string {
 		return config
 	}
 	owner := config
-	for i, seg := range strings.Split(rest, "/") {
+	segs := strings.Split(rest, "/")
+	// orgs/{org}/providers/{provider}:test is the gateway's own: only it
+	// can call a provider.
+	if len(segs) == 4 && segs[0] == "orgs" && segs[2] == "providers" && strings.HasSuffix(segs[3], ":test") {
+		return gateway
+	}
+	for i, seg := range segs {
 		if i%2 != 0 {
 			continue
 		}
@@ -100,7 +112,7 @@ func New(b Backends, log *slog.Logger) (http.Handler, error) {
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
 	}
-	h := &handler{proxies: map[string]*httputil.ReverseProxy{}}
+	h := &handler{proxies: map[string]*httputil.ReverseProxy{}, self: b.Gateway}
 	for name, addr := range map[string]string{identity: b.Identity, config: b.Config, billing: b.Billing, audit: b.Audit} {
 		target, err := ParseAddress(addr)
 		if err != nil {
@@ -126,6 +138,7 @@ func New(b Backends, log *slog.Logger) (http.Handler, error) {
 
 type handler struct {
 	proxies map[string]*httputil.ReverseProxy
+	self    http.Handler
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +146,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, 5, "unknown API version; the admin API is under /api/v1/")
 		return
 	}
-	h.proxies[Owner(r.URL.EscapedPath())].ServeHTTP(w, r)
+	owner := Owner(r.URL.EscapedPath())
+	if owner == gateway {
+		if h.self == nil {
+			owner = config
+		} else {
+			h.self.ServeHTTP(w, r)
+			return
+		}
+	}
+	h.proxies[owner].ServeHTTP(w, r)
 }
 
 // writeError answers in the admin API's error format, the JSON of

@@ -185,3 +185,34 @@ func TestParseAddress(t *testing.T) {
 		}
 	}
 }
+
+// The gateway's own methods reach its own handler, nothing else does.
+func TestGatewayOwnMethods(t *testing.T) {
+	t.Parallel()
+	var hit []string
+	own := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit = append(hit, r.URL.Path)
+		w.WriteHeader(http.StatusAccepted)
+	})
+	h, err := apiproxy.New(apiproxy.Backends{
+		Identity: backend(t, "identity"), Config: backend(t, "config"), Billing: backend(t, "billing"), Audit: backend(t, "audit"), Gateway: own,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]int{
+		"/api/v1/orgs/acme/providers/openai:test":   http.StatusAccepted,
+		"/api/v1/orgs/acme/providers/openai":        http.StatusTeapot, // config
+		"/api/v1/orgs/acme/providers/openai:tested": http.StatusTeapot,
+		"/api/v1/orgs/acme/projects/web:test":       http.StatusTeapot,
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader("{}")))
+		if rec.Code != want {
+			t.Errorf("POST %s = %d, want %d", path, rec.Code, want)
+		}
+	}
+	if diff := cmp.Diff([]string{"/api/v1/orgs/acme/providers/openai:test"}, hit); diff != "" {
+		t.Errorf("the gateway's handler got (-want +got):\n%s", diff)
+	}
+}

@@ -13,7 +13,9 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 
 	"github.com/moat-ai/moat/libs/authn"
 	"github.com/moat-ai/moat/libs/events"
@@ -22,10 +24,12 @@ import (
 	"github.com/moat-ai/moat/libs/serve"
 	"github.com/moat-ai/moat/libs/telemetry"
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	gatewayv1 "github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1"
 	identityv1 "github.com/moat-ai/moat/proto/gen/go/moat/identity/v1"
 	"github.com/moat-ai/moat/services/gateway/internal/apiproxy"
 	"github.com/moat-ai/moat/services/gateway/internal/credential"
 	"github.com/moat-ai/moat/services/gateway/internal/gateway"
+	"github.com/moat-ai/moat/services/gateway/internal/grpcapi"
 	"github.com/moat-ai/moat/services/gateway/internal/httpapi"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 	"github.com/moat-ai/moat/services/gateway/internal/usage"
@@ -129,13 +133,6 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	admin, err := apiproxy.New(apiproxy.Backends{
-		Identity: cfg.IdentityHTTP, Config: cfg.ConfigHTTP, Billing: cfg.BillingHTTP, Audit: cfg.AuditHTTP,
-	}, log)
-	if err != nil {
-		return err
-	}
-
 	srv, err := serve.NewServers(log, tel, cfg.Serve,
 		serve.Check{Name: "config_snapshot", Fn: readyWhen(store.Ready)},
 		serve.Check{Name: "key_index", Fn: readyWhen(keys.Ready)},
@@ -143,7 +140,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	httpapi.New(gateway.New(gateway.Options{
+	gw := gateway.New(gateway.Options{
 		Keys:        keys,
 		Routes:      store,
 		Usage:       publisher,
@@ -152,7 +149,31 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		IdleTimeout: cfg.Upstream.IdleTimeout,
 		MaxInFlight: cfg.Upstream.MaxInFlight,
 		Log:         log,
-	})).Mount(srv.Mux)
+	})
+	httpapi.New(gw).Mount(srv.Mux)
+
+	// The gateway's own admin API (provider tests), authenticated like
+	// every service's: API keys, and OIDC access tokens when an issuer is
+	// set. It is reached through /api/v1/ like the rest of the admin API.
+	tokens, err := cfg.Auth.Verifier(log)
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	auth := &authn.Interceptor{Auth: keys, Tokens: tokens, Token: cfg.Auth.InternalToken}
+	srv.Use(auth.Unary(), auth.Stream())
+	gatewayv1.RegisterGatewayServiceServer(srv.GRPC, grpcapi.New(gw))
+	own, err := srv.RESTHandler(ctx, func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+		return gatewayv1.RegisterGatewayServiceHandlerClient(ctx, mux, gatewayv1.NewGatewayServiceClient(conn))
+	})
+	if err != nil {
+		return err
+	}
+	admin, err := apiproxy.New(apiproxy.Backends{
+		Identity: cfg.IdentityHTTP, Config: cfg.ConfigHTTP, Billing: cfg.BillingHTTP, Audit: cfg.AuditHTTP, Gateway: own,
+	}, log)
+	if err != nil {
+		return err
+	}
 	srv.Mux.Handle("/api/", admin)
 	// The data plane records every request itself (usage events, its own
 	// metrics); a span and two histograms per request from the OpenTelemetry

@@ -113,6 +113,7 @@ func serviceAccountKey(t *testing.T, tokenURL string) []byte {
 // more per kind that answers with tool calls), every mock reporting
 // cached, cache-write and reasoning tokens.
 type sdkFixture struct {
+	gw    *gateway.Gateway
 	url   string
 	key   string
 	mocks map[string]*providertest.Server // by route model
@@ -122,12 +123,18 @@ type sdkFixture struct {
 type sdkOptions struct {
 	maxInFlight int
 	slowModel   bool
+	failing     bool
 }
 
 type sdkOption func(*sdkOptions)
 
 // withMaxInFlight bounds the calls the gateway serves at once.
 func withMaxInFlight(n int) sdkOption { return func(o *sdkOptions) { o.maxInFlight = n } }
+
+// withFailingProviders adds wrongkey-model, whose mock expects another
+// key than the one configured, and down-model, whose address refuses
+// connections.
+func withFailingProviders() sdkOption { return func(o *sdkOptions) { o.failing = true } }
 
 // withSlowModel adds route slow-model to a mock that answers after 1.5 s.
 func withSlowModel() sdkOption { return func(o *sdkOptions) { o.slowModel = true } }
@@ -191,6 +198,13 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 		mocks = append(mocks, mock{"slow-model", "upstream-slow-model", providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond},
 			&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}})
 	}
+	if o.failing {
+		mocks = append(mocks,
+			mock{"wrongkey-model", "upstream-wrongkey-model", providertest.Config{Credential: "sk-another-key"},
+				&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}},
+			mock{"down-model", "upstream-down-model", providertest.Config{Credential: upstreamCredential},
+				&configv1.Provider{Type: configv1.Provider_TYPE_ANTHROPIC, BaseUrl: "/v1"}})
+	}
 	for _, mk := range mocks {
 		m := providertest.New(mk.cfg)
 		srv := httptest.NewServer(m)
@@ -198,6 +212,9 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 		f.mocks[mk.model] = m
 		p := mk.provider
 		p.Name, p.BaseUrl, p.HasCredential = org+"/providers/"+mk.model, srv.URL+p.BaseUrl, true
+		if mk.model == "down-model" {
+			p.BaseUrl = "http://" + closedAddr(t) + "/v1"
+		}
 		sealed, err := keyring.Seal(credentialOf(t, p.Type, tokens.URL), []byte(p.Name))
 		if err != nil {
 			t.Fatal(err)
@@ -245,7 +262,8 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 	transport := gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, loopback)
 	t.Cleanup(transport.CloseIdleConnections)
 	mux := http.NewServeMux()
-	httpapi.New(gateway.New(gateway.Options{Keys: keys, Routes: store, Usage: pub, Renderer: httpapi.Render{}, Transport: transport, MaxInFlight: o.maxInFlight, Log: log})).Mount(mux)
+	f.gw = gateway.New(gateway.Options{Keys: keys, Routes: store, Usage: pub, Renderer: httpapi.Render{}, Transport: transport, MaxInFlight: o.maxInFlight, Log: log})
+	httpapi.New(f.gw).Mount(mux)
 	gw := httptest.NewServer(mux)
 	t.Cleanup(gw.Close)
 	f.url = gw.URL
@@ -626,4 +644,38 @@ func lastText(blocks []anthropic.ContentBlockUnion) string {
 		}
 	}
 	return text
+}
+
+// TestProvider reaches every kind with the minimal request and says why a
+// provider fails, never with its credential.
+func TestTestProvider(t *testing.T) {
+	t.Parallel()
+	f := newSDKFixture(t, withFailingProviders())
+	ctx := t.Context()
+	for _, k := range kinds {
+		res, err := f.gw.TestProvider(ctx, org+"/providers/"+k.name+"-model", "")
+		if err != nil || res.Class != gateway.TestOK || res.HTTPStatus != http.StatusOK || res.Latency <= 0 || !strings.HasSuffix(res.Model, k.name+"-model") {
+			t.Errorf("TestProvider(%s) = %+v, %v; want success", k.name, res, err)
+		}
+	}
+	for name, want := range map[string]gateway.ErrorClass{
+		"wrongkey-model": gateway.TestCredential,
+		"down-model":     gateway.TestUnreachable,
+	} {
+		res, err := f.gw.TestProvider(ctx, org+"/providers/"+name, "")
+		if err != nil || res.Class != want || res.Message == "" || strings.Contains(res.Message, upstreamCredential) {
+			t.Errorf("TestProvider(%s) = %+v, %v; want class %d with a message", name, res, err, want)
+		}
+	}
+	if _, err := f.gw.TestProvider(ctx, org+"/providers/nope", ""); !errors.Is(err, gateway.ErrNoProvider) {
+		t.Errorf("TestProvider(nope) = %v, want ErrNoProvider", err)
+	}
+	// A test call records no usage: the next event is the next call's.
+	oc := openAIClient(f)
+	if _, err := oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "openai-model", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("a b c")}}); err != nil {
+		t.Fatal(err)
+	}
+	if u := f.nextUsage(t); u.GetModel() != "openai-model" {
+		t.Errorf("usage event after the tests is for %s, want openai-model", u.GetModel())
+	}
 }

@@ -75,6 +75,24 @@ func (s *Snapshot) Route(project, model string) (*Route, bool) {
 	return r, ok
 }
 
+// Provider returns the provider named name (orgs/{org}/providers/{p}).
+func (s *Snapshot) Provider(name string) (*provider.Provider, bool) {
+	p, ok := s.providers[name]
+	return p, ok
+}
+
+// ModelOf returns the upstream model of the first route (by route name)
+// that uses provider name, empty when none does.
+func (s *Snapshot) ModelOf(name string) string {
+	first, model := "", ""
+	for rn, r := range s.routes {
+		if r.GetProvider() == name && (first == "" || rn < first) {
+			first, model = rn, r.GetUpstreamModel()
+		}
+	}
+	return model
+}
+
 // Routes returns the routes of project, sorted by model. The slice is
 // shared: callers must not modify it.
 func (s *Snapshot) Routes(project string) []*Route { return s.byProject[project] }
