@@ -18,6 +18,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/converse"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/openairesp"
 )
 
 // statusClientClosed is recorded for requests whose client went away
@@ -46,6 +47,7 @@ type Call struct {
 	Stream bool
 	chat   openaichat.Request
 	msgs   anthropic.Request
+	resp   openairesp.Request
 
 	// dropped lists the members a translated path dropped.
 	dropped []string
@@ -88,6 +90,9 @@ func (g *Gateway) parse(c *Call) *Refusal {
 	case wire.AnthropicCountTokens:
 		c.msgs, err = anthropic.ParseCountTokens(c.Body)
 		c.Model = c.msgs.Model
+	case wire.OpenAIResponses:
+		c.resp, err = openairesp.ParseRequest(c.Body)
+		c.Model, c.Stream = c.resp.Model, c.resp.Stream
 	default:
 		return &Refusal{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: CodeUnknownURL, Gate: GateShape, Message: "This API is not served."}
 	}

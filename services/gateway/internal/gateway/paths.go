@@ -8,6 +8,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/openairesp"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
 
@@ -61,6 +62,11 @@ var paths = map[pathKey]path{
 	{wire.Anthropic, wire.Gemini}:                          translated{client: wire.Anthropic, upstream: wire.Gemini},
 	{wire.OpenAIChat, wire.Converse}:                       translated{client: wire.OpenAIChat, upstream: wire.Converse},
 	{wire.Anthropic, wire.Converse}:                        translated{client: wire.Anthropic, upstream: wire.Converse},
+	{wire.OpenAIResponses, wire.OpenAIResponses}:           respNative{},
+	{wire.OpenAIResponses, wire.OpenAIChat}:                translated{client: wire.OpenAIResponses, upstream: wire.OpenAIChat},
+	{wire.OpenAIResponses, wire.Anthropic}:                 translated{client: wire.OpenAIResponses, upstream: wire.Anthropic},
+	{wire.OpenAIResponses, wire.Gemini}:                    translated{client: wire.OpenAIResponses, upstream: wire.Gemini},
+	{wire.OpenAIResponses, wire.Converse}:                  translated{client: wire.OpenAIResponses, upstream: wire.Converse},
 }
 
 // pathFor returns the path serving client by upstream, nil when none.
@@ -190,4 +196,59 @@ type countNative struct{ messagesNative }
 func (countNative) whole(c *Call, body []byte) ([]byte, *Refusal) {
 	c.countedByProvider = true
 	return body, nil
+}
+
+// respNative serves Responses clients from OpenAI and Azure.
+type respNative struct{}
+
+func (respNative) native() bool { return true }
+
+func (respNative) request(c *Call) ([]byte, *Refusal) {
+	return c.resp.Rewrite(c.Body, c.route.UpstreamModelJSON), nil
+}
+
+func (respNative) whole(c *Call, body []byte) ([]byte, *Refusal) {
+	c.usage = openairesp.ReadUsage(body)
+	return body, nil
+}
+
+func (respNative) upstreamError(c *Call, status int, body []byte) ([]byte, *Refusal) {
+	return passError(c, status, body)
+}
+
+func (respNative) stream(*Call) streamer { return &respNativeStream{} }
+
+// respNativeStream forwards the typed event stream as the provider sent
+// it, reading the usage from response.completed (or incomplete, failed)
+// and remembering the last sequence number for a terminal error.
+type respNativeStream struct {
+	u   ir.Usage
+	seq int64
+}
+
+func (s *respNativeStream) event(out []byte, ev sse.Event) ([]byte, bool, *Refusal) {
+	out = append(out, ev.Raw...)
+	if n, ok := openairesp.SequenceNumber(ev.Data); ok {
+		s.seq = n
+	}
+	if u := openairesp.ReadStreamUsage(ev.Name, ev.Data); u.Found {
+		s.u.Merge(u)
+	}
+	if e, ok := openairesp.StreamError(ev.Name, ev.Data); ok {
+		return out, true, upstreamStreamRefusal(e)
+	}
+	return out, openairesp.StreamHasContent(ev.Name, ev.Data), nil
+}
+
+func (s *respNativeStream) end(out []byte) ([]byte, *Refusal) { return out, nil }
+func (s *respNativeStream) usage() ir.Usage                   { return s.u }
+
+func (s *respNativeStream) fail(out []byte, d *Refusal) ([]byte, bool) {
+	return openairesp.StreamErrorEvent(out, d.Code, d.Message, int(s.seq)+1), true
+}
+
+// streamFailer is a streamer that writes its own terminal error event (the
+// Responses stream numbers its events).
+type streamFailer interface {
+	fail(out []byte, d *Refusal) ([]byte, bool)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/wire/converse"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/gemini"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/openairesp"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
 
@@ -40,6 +41,8 @@ func (t translated) request(c *Call) ([]byte, *Refusal) {
 		r, dropped, err = openaichat.DecodeRequest(c.Body)
 	case wire.Anthropic:
 		r, dropped, err = anthropic.DecodeRequest(c.Body)
+	case wire.OpenAIResponses:
+		r, dropped, err = openairesp.DecodeRequest(c.Body)
 	}
 	if err != nil {
 		return nil, requestRefusal(err)
@@ -130,6 +133,8 @@ func (t translated) whole(c *Call, body []byte) ([]byte, *Refusal) {
 	switch t.client {
 	case wire.OpenAIChat:
 		return openaichat.EncodeResponse(nil, r, model, c.Start.Unix()), nil
+	case wire.OpenAIResponses:
+		return openairesp.EncodeResponse(nil, r, model, c.Start.Unix()), nil
 	default:
 		return anthropic.EncodeResponse(nil, r, model), nil
 	}
@@ -197,8 +202,20 @@ func (t translated) stream(c *Call) streamer {
 		s.enc = openaichat.NewStreamEncoder(c.route.UpstreamModel, c.Start.Unix(), c.chat.ClientUsage)
 	case wire.Anthropic:
 		s.enc = anthropic.NewStreamEncoder(c.route.UpstreamModel)
+	case wire.OpenAIResponses:
+		s.enc = openairesp.NewStreamEncoder(c.route.UpstreamModel, c.Start.Unix())
 	}
 	return s
+}
+
+// fail ends a Responses stream with its error event, numbered after the
+// events the encoder wrote.
+func (s *translatedStream) fail(out []byte, d *Refusal) ([]byte, bool) {
+	seq, ok := s.enc.(interface{ NextSequence() int })
+	if !ok {
+		return out, false
+	}
+	return openairesp.StreamErrorEvent(out, d.Code, d.Message, seq.NextSequence()), true
 }
 
 // translatedStream decodes each upstream event into IR events and encodes

@@ -264,7 +264,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 						g.fail(w, c, d)
 						return
 					}
-					out = g.o.Renderer.AppendStreamError(out, c.API, d)
+					out = g.streamError(out, c, s, d)
 				}
 				if !committed {
 					commit()
@@ -284,7 +284,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 				g.fail(w, c, d)
 				return
 			}
-			out = g.o.Renderer.AppendStreamError(out, c.API, d)
+			out = g.streamError(out, c, s, d)
 			_ = write() && flush() // best effort: the stream is ending on an error already
 			return
 		}
@@ -297,7 +297,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 				g.fail(w, c, d)
 				return
 			}
-			out = g.o.Renderer.AppendStreamError(out, c.API, d)
+			out = g.streamError(out, c, s, d)
 			_ = write() && flush()
 			return
 		}
@@ -381,4 +381,15 @@ func (g *Gateway) upstreamFailed(w http.ResponseWriter, r *http.Request, ctx con
 		g.fail(w, c, &Refusal{Status: http.StatusBadGateway, Type: TypeAPI, Code: CodeUpstreamUnavailable, Gate: GateUpstream,
 			Message: "The provider could not be reached."})
 	}
+}
+
+// streamError appends the terminal error of a committed stream in the
+// client's format.
+func (g *Gateway) streamError(out []byte, c *Call, s streamer, d *Refusal) []byte {
+	if f, ok := s.(streamFailer); ok {
+		if res, ok := f.fail(out, d); ok {
+			return res
+		}
+	}
+	return g.o.Renderer.AppendStreamError(out, c.API, d)
 }

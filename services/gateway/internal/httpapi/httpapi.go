@@ -33,6 +33,7 @@ func (h *Handler) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("/v1/messages/count_tokens", h.post(wire.AnthropicCountTokens))
 	mux.HandleFunc("/v1/completions", h.post(wire.OpenAICompletions))
 	mux.HandleFunc("/v1/embeddings", h.post(wire.OpenAIEmbeddings))
+	mux.HandleFunc("/v1/responses", h.post(wire.OpenAIResponses))
 	mux.HandleFunc("/v1/models", h.models)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		h.r.Refuse(w, apiOf(r), &gateway.Refusal{Status: http.StatusNotFound, Type: gateway.TypeInvalidRequest, Code: gateway.CodeUnknownURL,

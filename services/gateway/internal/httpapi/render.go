@@ -8,6 +8,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/jsonx"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/openairesp"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
 
@@ -38,6 +39,11 @@ func (Render) Refuse(w http.ResponseWriter, api wire.API, d *gateway.Refusal) {
 // AppendStreamError appends d as the terminal event of a stream in api's
 // shape.
 func (Render) AppendStreamError(dst []byte, api wire.API, d *gateway.Refusal) []byte {
+	if api == wire.OpenAIResponses {
+		// The stream's own error event; its sequence number continues
+		// the stream's where the stream knows it (gateway.streamFailer).
+		return openairesp.StreamErrorEvent(dst, d.Code, d.Message, 0)
+	}
 	b := appendErrorBody(nil, api, d)
 	if api.Anthropics() {
 		return sse.AppendEvent(dst, "error", b)

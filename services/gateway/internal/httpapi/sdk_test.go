@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/openai/openai-go/v3"
 	openaiopt "github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
 	"github.com/openai/openai-go/v3/shared"
 	"google.golang.org/protobuf/proto"
 
@@ -47,6 +48,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/wire/converse"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/gemini"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/openairesp"
 	ssewire "github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
 
@@ -324,6 +326,8 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 		format = "gemini"
 	case strings.Contains(last.Path, "/converse"):
 		format = "converse"
+	case strings.HasSuffix(last.Path, "/responses"):
+		format = "responses"
 	}
 	whole := func(b []byte) ir.Usage {
 		switch format {
@@ -333,6 +337,8 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 			return gemini.ReadUsage(b)
 		case "converse":
 			return converse.ReadUsage(b)
+		case "responses":
+			return openairesp.ReadUsage(b)
 		}
 		u, _ := openaichat.ReadUsage(b)
 		return u
@@ -368,6 +374,8 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 		}
 		if format == "anthropic" {
 			u.Merge(anthropicwire.ReadStreamUsage(anthropicwire.EventKind(ev.Name, ev.Data), ev.Data))
+		} else if format == "responses" {
+			u.Merge(openairesp.ReadStreamUsage(ev.Name, ev.Data))
 		} else if v := whole(ev.Data); v.Found {
 			u.Merge(v)
 		}
@@ -678,4 +686,57 @@ func TestTestProvider(t *testing.T) {
 	if u := f.nextUsage(t); u.GetModel() != "openai-model" {
 		t.Errorf("usage event after the tests is for %s, want openai-model", u.GetModel())
 	}
+}
+
+// The official OpenAI SDK's Responses API reaches every provider kind:
+// natively where the provider serves it (OpenAI, Azure), translated
+// elsewhere; plain and streamed, the usage event matching the provider.
+func TestResponsesSDK(t *testing.T) {
+	t.Parallel()
+	f := newSDKFixture(t)
+	oc := openAIClient(f)
+	ctx := t.Context()
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			model := k.name + "-model"
+			params := responses.ResponseNewParams{Model: model, Instructions: openai.String("be brief"),
+				Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("count to three please")}}
+			r, err := oc.Responses.New(ctx, params)
+			if err != nil {
+				t.Fatalf("plain: %v", err)
+			}
+			if !strings.HasPrefix(r.OutputText(), "tok1") || r.Status != responses.ResponseStatusCompleted || r.Usage.InputTokens == 0 {
+				t.Errorf("plain answer = %s", r.RawJSON())
+			}
+			f.checkUsage(t, model, false)
+			stream := oc.Responses.NewStreaming(ctx, params)
+			var text strings.Builder
+			var completed *responses.Response
+			for stream.Next() {
+				ev := stream.Current()
+				switch ev.Type {
+				case "response.output_text.delta":
+					text.WriteString(ev.Delta)
+				case "response.completed":
+					c := ev.AsResponseCompleted().Response
+					completed = &c
+				}
+			}
+			if err := stream.Err(); err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			if !strings.HasPrefix(text.String(), "tok1") || completed == nil || completed.Usage.OutputTokens == 0 {
+				t.Errorf("streamed answer %q, completed %v", text.String(), completed)
+			}
+			f.checkUsage(t, model, true)
+		})
+	}
+	// What needs stored state is refused on a translated path, naming it.
+	_, err := oc.Responses.New(ctx, responses.ResponseNewParams{Model: "anthropic-model", PreviousResponseID: openai.String("resp_1"),
+		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("and then?")}})
+	var oe *openai.Error
+	if !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest || oe.Param != "previous_response_id" {
+		t.Errorf("previous_response_id to Anthropic = %v, want 400 naming it", err)
+	}
+	f.nextUsage(t) // routed, refused: recorded with its 400
 }

@@ -226,6 +226,12 @@ func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 	switch p.Kind {
 	case OpenAICompatible, OpenAI, AzureOpenAI:
 		switch client {
+		case wire.OpenAIResponses:
+			if p.Kind == OpenAICompatible {
+				// Compatible servers rarely serve Responses; chat they do.
+				return wire.OpenAIChat, true
+			}
+			return client, true
 		case wire.OpenAIChat, wire.Anthropic:
 			return wire.OpenAIChat, true
 		case wire.OpenAICompletions, wire.OpenAIEmbeddings:
@@ -235,7 +241,7 @@ func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 		}
 	case Anthropic:
 		switch client {
-		case wire.OpenAIChat, wire.Anthropic:
+		case wire.OpenAIChat, wire.Anthropic, wire.OpenAIResponses:
 			return wire.Anthropic, true
 		case wire.AnthropicCountTokens:
 			return client, true
@@ -246,7 +252,7 @@ func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 			up = wire.Converse
 		}
 		switch client {
-		case wire.OpenAIChat, wire.Anthropic:
+		case wire.OpenAIChat, wire.Anthropic, wire.OpenAIResponses:
 			return up, true
 		case wire.AnthropicCountTokens:
 			return wire.APIUnknown, true
@@ -268,7 +274,7 @@ func (p *Provider) UpstreamFor(client wire.API, model string) (wire.API, bool) {
 		}
 	}
 	switch client {
-	case wire.OpenAIChat, wire.Anthropic:
+	case wire.OpenAIChat, wire.Anthropic, wire.OpenAIResponses:
 		return up, true
 	case wire.AnthropicCountTokens:
 		return wire.APIUnknown, true
@@ -323,6 +329,8 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 		path = "/chat/completions"
 	case wire.Anthropic:
 		path = "/messages"
+	case wire.OpenAIResponses:
+		path = "/responses"
 	case wire.OpenAICompletions:
 		path = "/completions"
 	case wire.OpenAIEmbeddings:
@@ -441,6 +449,10 @@ func (p *Provider) Classify(status int) Class {
 func (p *Provider) azureURL(path, deployment string) string {
 	if p.azureVersion == "" {
 		return p.base + "/openai/v1" + path
+	}
+	if path == "/responses" {
+		// Responses has no deployment path: the model is in the body.
+		return p.base + "/openai/responses?api-version=" + p.azureVersion
 	}
 	return p.base + "/openai/deployments/" + url.PathEscape(deployment) + path + "?api-version=" + p.azureVersion
 }

@@ -32,12 +32,14 @@ const (
 	Gemini
 	// Converse is Bedrock's Converse API.
 	Converse
+	// OpenAIResponses is OpenAI's Responses API (POST /responses).
+	OpenAIResponses
 )
 
 var apiNames = [...]string{ //nolint:gosec // API names, not credentials
 	APIUnknown: "unknown", OpenAIChat: "openai.chat", Anthropic: "anthropic.messages",
 	OpenAICompletions: "openai.completions", OpenAIEmbeddings: "openai.embeddings", AnthropicCountTokens: "anthropic.count_tokens",
-	Gemini: "gemini.generate_content", Converse: "bedrock.converse"}
+	Gemini: "gemini.generate_content", Converse: "bedrock.converse", OpenAIResponses: "openai.responses"}
 
 // Billable reports whether calls of the API are metered (a usage record
 // per call).

@@ -267,6 +267,7 @@ func ReadUsage(b []byte) (u ir.Usage, emptyChoices bool) {
 	// wrong; never let the uncached count go negative.
 	cached = min(cached, prompt)
 	u.Input, u.CacheRead = prompt-cached, cached
+	u.Reasoning = min(u.Reasoning, u.Output)
 	return u, emptyChoices
 }
 

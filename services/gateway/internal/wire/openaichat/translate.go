@@ -418,7 +418,30 @@ func mediaBlock(t ir.BlockType, u, at string) (ir.Block, error) {
 // EncodeRequest appends the IR as a chat-completions request for model,
 // asking for the usage of a stream.
 func EncodeRequest(dst []byte, r *ir.Request, model string) ([]byte, error) {
-	cr := chatRequest{Model: model, Temperature: r.Temperature, TopP: r.TopP}
+	cr := chatRequest{Model: model, Temperature: r.Temperature, TopP: r.TopP, Messages: make([]chatMessage, 0, len(r.Messages)+1)}
+	if rf := r.ResponseFormat; rf != nil {
+		cr.ResponseFormat = &responseFormat{Type: rf.Type}
+		if rf.Type == "json_schema" {
+			strict := rf.Strict
+			cr.ResponseFormat.JSONSchema = &struct {
+				Name   string         `json:"name"`
+				Schema jsontext.Value `json:"schema"`
+				Strict *bool          `json:"strict"`
+			}{Name: rf.Name, Schema: jsontext.Value(rf.Schema), Strict: &strict}
+			if cr.ResponseFormat.JSONSchema.Name == "" {
+				cr.ResponseFormat.JSONSchema.Name = "response"
+			}
+		}
+	}
+	if r.N > 1 {
+		cr.N = &r.N
+	}
+	if r.Logprobs {
+		cr.Logprobs = &r.Logprobs
+	}
+	if r.TopLogprobs > 0 {
+		cr.TopLogprobs = &r.TopLogprobs
+	}
 	if r.MaxTokens > 0 {
 		cr.MaxTokens = &r.MaxTokens
 	}
