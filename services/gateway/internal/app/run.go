@@ -148,6 +148,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Transport:   transport,
 		IdleTimeout: cfg.Upstream.IdleTimeout,
 		MaxInFlight: cfg.Upstream.MaxInFlight,
+		Meter:       tel.MeterProvider,
 		Log:         log,
 	})
 	httpapi.New(gw).Mount(srv.Mux)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/moat-ai/moat/libs/authn"
 	gatewayv1 "github.com/moat-ai/moat/proto/gen/go/moat/gateway/v1"
@@ -71,7 +73,9 @@ type Options struct {
 	// MaxInFlight bounds the calls served at once; beyond it calls are
 	// shed with 503 and Retry-After. 0 means no bound.
 	MaxInFlight int
-	Log         *slog.Logger
+	// Meter registers the gateway's metrics; nil means none.
+	Meter metric.MeterProvider
+	Log   *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -80,6 +84,9 @@ type Options struct {
 type Gateway struct {
 	o        Options
 	inFlight atomic.Int64
+	// dropped counts translated calls that dropped request members, by
+	// client and upstream API.
+	dropped metric.Int64Counter
 }
 
 // New returns a Gateway.
@@ -90,7 +97,19 @@ func New(o Options) *Gateway {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Gateway{o: o}
+	if o.Meter == nil {
+		o.Meter = noop.NewMeterProvider()
+	}
+	g := &Gateway{o: o}
+	var err error
+	g.dropped, err = o.Meter.Meter("github.com/moat-ai/moat/services/gateway/internal/gateway").Int64Counter(
+		"moat_gateway_dropped_parameters_total",
+		metric.WithDescription("Translated calls that dropped request members the upstream's format has no place for (listed in the Moat-Dropped-Parameters header)."))
+	if err != nil {
+		// Only an invalid instrument name fails, and this one is valid.
+		g.dropped, _ = noop.NewMeterProvider().Meter("").Int64Counter("")
+	}
+	return g
 }
 
 // Now is the gateway's clock.

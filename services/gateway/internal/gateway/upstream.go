@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/moat-ai/moat/services/gateway/internal/egress"
 	"github.com/moat-ai/moat/services/gateway/internal/provider"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/awsstream"
@@ -63,6 +66,7 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 	}
 	if len(c.dropped) > 0 {
 		w.Header().Set(HeaderDropped, droppedHeader(c.dropped))
+		g.dropped.Add(r.Context(), 1, metric.WithAttributes(attribute.String("client_api", c.API.String()), attribute.String("upstream_api", upAPI.String())))
 	}
 
 	// The client's context is the parent: a client that hangs up cancels
