@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,10 +23,32 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// Ports FreeAddr draws from: below Linux's ephemeral range (32768 and
+// up), which the kernel also hands to outgoing connections. A port from
+// ":0" is taken from that range, so a test's client connection could grab
+// it between FreeAddr and the service's listen (seen in CI as "address
+// already in use").
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
 // FreeAddr returns a loopback address with a port that was free a moment
 // ago. Run cannot report the port it picked for ":0", so tests choose.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	for range 100 {
+		port := portLow + rand.IntN(portHigh-portLow) //nolint:gosec // a test port, not a secret
+		lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken: draw again
+		}
+		addr := lis.Addr().String()
+		if err := lis.Close(); err != nil {
+			t.Fatalf("release port: %v", err)
+		}
+		return addr
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
