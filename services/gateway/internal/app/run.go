@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"runtime/debug"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -63,7 +62,6 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Info("nothing to migrate: the gateway has no database")
 		return nil
 	}
-	tuneGC(getenv)
 	tel, err := telemetry.Start(ctx, service, getenv)
 	if err != nil {
 		return fmt.Errorf("start telemetry: %w", err)
@@ -236,28 +234,5 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg events.Stream
 			return nil
 		case <-time.After(time.Second):
 		}
-	}
-}
-
-// Defaults of the collector's tuning when GOGC and GOMEMLIMIT are unset.
-const (
-	defaultGCPercent   = 200
-	defaultMemoryLimit = 64 << 20
-)
-
-// tuneGC trades memory the gateway has for collector time it would spend
-// on the hot path: a request allocates little and briefly, so a larger
-// heap between collections (GOGC 200) costs a few MB, while the soft
-// memory limit (64 MiB of Go memory; the process's RSS adds stacks and
-// runtime overhead) makes the collector work harder before the process
-// grows past the 100 MB PERFORMANCE.md allows (a bench at GOGC 400 and 80
-// MiB peaked at 101 MB at 3 000 req/s). GOGC and GOMEMLIMIT, when set,
-// win (the runtime read them already).
-func tuneGC(getenv func(string) string) {
-	if getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGCPercent)
-	}
-	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 }
