@@ -72,6 +72,9 @@ type Servers struct {
 	GRPC   *grpc.Server
 	// Mux already serves /healthz, /readyz and /metrics.
 	Mux *http.ServeMux
+	// MaxConns bounds the HTTP server's open connections (see LimitConns);
+	// 0 means unbounded. Set before Run.
+	MaxConns int
 	// Untraced lists path prefixes served without the OpenTelemetry HTTP
 	// middleware: a hot path that keeps its own, cheaper record of every
 	// request (the gateway's data plane: usage events and its metrics)
@@ -204,7 +207,8 @@ func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) erro
 	})
 	g.Go(func() error { return s.Health.Run(gctx) })
 	g.Go(func() error { return GRPC(serversCtx, s.GRPC, s.grpcLis, s.cfg.DrainTimeout) })
-	g.Go(func() error { return HTTP(serversCtx, httpSrv, s.httpLis, s.cfg.DrainTimeout) })
+	httpLis := LimitConns(s.httpLis, s.MaxConns)
+	g.Go(func() error { return HTTP(serversCtx, httpSrv, httpLis, s.cfg.DrainTimeout) })
 	if s.pprofLis != nil {
 		s.log.Info("serving pprof", "addr", s.pprofLis.Addr().String())
 		g.Go(func() error {

@@ -50,6 +50,11 @@ type Upstream struct {
 	// calls are shed at once with 503 and Retry-After, so that overload
 	// costs neither memory nor latency of the calls being served.
 	MaxInFlight int `env:"MAX_IN_FLIGHT, default=1024"`
+	// MaxConns bounds the open client connections; beyond it a new
+	// connection is answered 503 with Retry-After and closed. Each open
+	// connection holds a goroutine and its buffers: this is what bounds
+	// memory when clients open connections faster than providers answer.
+	MaxConns int `env:"MAX_CONNS, default=2048"`
 	// EgressAllowCIDRs lists the internal ranges providers may be
 	// dialed at ("10.1.0.0/16,fd00:1::/64"). Empty, the default, allows
 	// public addresses only; an install lists just what its in-cluster
@@ -128,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if c.Upstream.MaxInFlight < 1 {
 		errs = append(errs, errors.New("MAX_IN_FLIGHT must be at least 1"))
+	}
+	if c.Upstream.MaxConns < 1 {
+		errs = append(errs, errors.New("MAX_CONNS must be at least 1"))
 	}
 	if c.Usage.QueueSize < 1 {
 		errs = append(errs, errors.New("USAGE_QUEUE_SIZE must be at least 1"))

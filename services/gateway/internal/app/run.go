@@ -179,6 +179,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// middleware cost more than the rest of the gate sequence (profile of the
 	// 1 000 req/s bench step). The admin API stays traced.
 	srv.Untraced = []string{"/v1/"}
+	srv.MaxConns = cfg.Upstream.MaxConns
 
 	// The publisher outlives the servers: requests that finish while the
 	// HTTP server drains still record usage, so it stops only after
