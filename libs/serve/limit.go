@@ -3,6 +3,7 @@ package serve
 import (
 	"bytes"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,11 @@ type limitListener struct {
 	net.Listener
 	max  int64
 	open atomic.Int64
+	// idle holds the connections between requests (keep-alive), which
+	// may be closed to make room: a client that keeps connections open
+	// must not lock others out once the overload is over.
+	mu   sync.Mutex
+	idle map[*limitedConn]struct{}
 	// shedding counts connections being answered 503; beyond maxShedding
 	// the excess is closed without an answer.
 	shedding atomic.Int64
@@ -47,7 +53,50 @@ func LimitConns(lis net.Listener, max int) net.Listener {
 	if max <= 0 {
 		return lis
 	}
-	return &limitListener{Listener: lis, max: int64(max)}
+	return &limitListener{Listener: lis, max: int64(max), idle: map[*limitedConn]struct{}{}}
+}
+
+// ConnState is the http.Server hook that tells the listener which
+// connections sit idle between requests. A server using LimitConns must
+// set it (Servers.Run does); without it no idle connection is reclaimed.
+func ConnState(lis net.Listener) func(net.Conn, http.ConnState) {
+	l, ok := lis.(*limitListener)
+	if !ok {
+		return nil
+	}
+	return func(c net.Conn, st http.ConnState) {
+		lc, ok := c.(*limitedConn)
+		if !ok {
+			return
+		}
+		l.mu.Lock()
+		if st == http.StateIdle {
+			l.idle[lc] = struct{}{}
+		} else {
+			delete(l.idle, lc)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// reclaim closes one idle connection, if there is one, and reports
+// whether it did.
+func (l *limitListener) reclaim() bool {
+	l.mu.Lock()
+	var victim *limitedConn
+	for c := range l.idle {
+		victim = c
+		break
+	}
+	if victim != nil {
+		delete(l.idle, victim)
+	}
+	l.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	_ = victim.Close() // its client reconnects if it needs to; the close frees the slot
+	return true
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -60,6 +109,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return &limitedConn{Conn: c, l: l}, nil
 		}
 		l.open.Add(-1)
+		// Full: an idle keep-alive connection gives way to the new one
+		// before anyone is refused.
+		if l.reclaim() {
+			if l.open.Add(1) <= l.max {
+				return &limitedConn{Conn: c, l: l}, nil
+			}
+			l.open.Add(-1)
+		}
 		if l.shedding.Add(1) > maxShedding {
 			l.shedding.Add(-1)
 			_ = c.Close() // overloaded even at shedding: nothing more to do with it
@@ -96,6 +153,11 @@ type limitedConn struct {
 }
 
 func (c *limitedConn) Close() error {
-	c.once.Do(func() { c.l.open.Add(-1) })
+	c.once.Do(func() {
+		c.l.open.Add(-1)
+		c.l.mu.Lock()
+		delete(c.l.idle, c)
+		c.l.mu.Unlock()
+	})
 	return c.Conn.Close()
 }

@@ -208,6 +208,7 @@ func (s *Servers) Run(ctx context.Context, workers ...func(context.Context) erro
 	g.Go(func() error { return s.Health.Run(gctx) })
 	g.Go(func() error { return GRPC(serversCtx, s.GRPC, s.grpcLis, s.cfg.DrainTimeout) })
 	httpLis := LimitConns(s.httpLis, s.MaxConns)
+	httpSrv.ConnState = ConnState(httpLis)
 	g.Go(func() error { return HTTP(serversCtx, httpSrv, httpLis, s.cfg.DrainTimeout) })
 	if s.pprofLis != nil {
 		s.log.Info("serving pprof", "addr", s.pprofLis.Addr().String())
