@@ -98,3 +98,51 @@ func Bound(s string) string {
 	}
 	return strings.ToValidUTF8(s[:n], "") + "..."
 }
+
+// ParseDataURL splits a base64 data URL, data:<media type>[;params];base64,<data>,
+// dropping the parameters (such as charset). ok is false for anything
+// else, an empty media type or empty data included.
+func ParseDataURL(u string) (mediaType, data string, ok bool) {
+	rest, ok := strings.CutPrefix(u, "data:")
+	if !ok {
+		return "", "", false
+	}
+	meta, data, found := strings.Cut(rest, ",")
+	mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
+	if i := strings.IndexByte(mediaType, ';'); i >= 0 {
+		mediaType = mediaType[:i]
+	}
+	if !found || !isBase64 || data == "" || mediaType == "" {
+		return "", "", false
+	}
+	return mediaType, data, true
+}
+
+// JoinPath joins a member path and a sub-path: ("messages[2]", "content")
+// is messages[2].content, ("tools", "[0]") is tools[0].
+func JoinPath(prefix, p string) string {
+	switch {
+	case prefix == "":
+		return p
+	case p == "", p[0] == '[':
+		return prefix + p
+	}
+	return prefix + "." + p
+}
+
+// HeaderSafe replaces what cannot stand in a header's comma-separated list
+// (commas, spaces, control and non-ASCII characters) in a member name by
+// '?': the names of dropped members travel in a response header.
+func HeaderSafe(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == ',' {
+			return strings.Map(func(r rune) rune {
+				if r <= ' ' || r >= 0x7f || r == ',' {
+					return '?'
+				}
+				return r
+			}, s)
+		}
+	}
+	return s
+}

@@ -257,13 +257,13 @@ func (d *decoder) rest(prefix string, rest jsontext.Value) {
 		if m.Escaped {
 			key, _ = jsonx.Unquote(append(append([]byte{'"'}, m.Key...), '"'))
 		}
-		d.dropped = append(d.dropped, join(prefix, headerSafe(short(key))))
+		d.dropped = append(d.dropped, wire.JoinPath(prefix, wire.HeaderSafe(short(key))))
 		return nil
 	})
 }
 
 func (d *decoder) system(r *ir.Request, v jsontext.Value) error {
-	switch kind(v) {
+	switch jsonx.Kind(v) {
 	case 0:
 		return nil
 	case '"':
@@ -274,7 +274,7 @@ func (d *decoder) system(r *ir.Request, v jsontext.Value) error {
 		r.System = []ir.Block{{Type: ir.BlockText, Text: s}}
 		return nil
 	case '[':
-		return eachElement(v, func(i int, e []byte) error {
+		return jsonx.Elements(v, func(i int, e []byte) error {
 			b, err := d.block(e, "system["+strconv.Itoa(i)+"]", inSystem)
 			if err != nil {
 				return err
@@ -308,7 +308,7 @@ func (d *decoder) message(w *messageWire, path string) (ir.Message, error) {
 // content decodes a content member: a string (one text block) or a list
 // of blocks. Absent or null content is an error.
 func (d *decoder) content(v jsontext.Value, path string, where placement) ([]ir.Block, error) {
-	switch kind(v) {
+	switch jsonx.Kind(v) {
 	case 0:
 		return nil, missing(path)
 	case '"':
@@ -319,7 +319,7 @@ func (d *decoder) content(v jsontext.Value, path string, where placement) ([]ir.
 		return []ir.Block{{Type: ir.BlockText, Text: s}}, nil
 	case '[':
 		blocks := make([]ir.Block, 0, 1)
-		err := eachElement(v, func(i int, e []byte) error {
+		err := jsonx.Elements(v, func(i int, e []byte) error {
 			b, err := d.block(e, path+"["+strconv.Itoa(i)+"]", where)
 			blocks = append(blocks, b)
 			return err
@@ -352,7 +352,7 @@ var allowed = [...]map[string]bool{
 // not the members that kind lacks.
 func (d *decoder) block(e []byte, path string, where placement) (ir.Block, error) {
 	var b ir.Block
-	if kind(e) != '{' {
+	if jsonx.Kind(e) != '{' {
 		return b, typeError(path, "a valid object")
 	}
 	typ, ok := memberString(e, "type")
@@ -390,9 +390,9 @@ func (d *decoder) block(e []byte, path string, where placement) (ir.Block, error
 				err = missing(path + ".id")
 			case w.Name == "":
 				err = missing(path + ".name")
-			case kind(w.Input) == 0:
+			case jsonx.Kind(w.Input) == 0:
 				err = missing(path + ".input")
-			case kind(w.Input) != '{':
+			case jsonx.Kind(w.Input) != '{':
 				err = typeError(path+".input", "a valid object")
 			}
 		}
@@ -404,7 +404,7 @@ func (d *decoder) block(e []byte, path string, where placement) (ir.Block, error
 			switch {
 			case w.ToolUseID == "":
 				err = missing(path + ".tool_use_id")
-			case kind(w.Content) != 0: // a result may be empty
+			case jsonx.Kind(w.Content) != 0: // a result may be empty
 				b.Content, err = d.content(w.Content, path+".content", inToolResult)
 			}
 		}
@@ -479,7 +479,7 @@ func (d *decoder) tools(r *ir.Request, tools []jsontext.Value) error {
 		if w.Name == "" {
 			return missing(path + ".name")
 		}
-		if kind(w.InputSchema) != '{' {
+		if jsonx.Kind(w.InputSchema) != '{' {
 			return typeError(path+".input_schema", "a valid object")
 		}
 		r.Tools = append(r.Tools, ir.Tool{Name: w.Name, Description: w.Description, Schema: raw(w.InputSchema), CacheControl: raw(w.CacheControl)})
@@ -590,7 +590,7 @@ func (d *decoder) format(r *ir.Request, oc *outputConfigWire, beta *formatWire) 
 		return &wire.RequestError{Code: wire.CodeInvalidValue, Param: path + ".type",
 			Message: path + ".type: Input should be 'json_schema'."}
 	}
-	if kind(f.Schema) != '{' {
+	if jsonx.Kind(f.Schema) != '{' {
 		return typeError(path+".schema", "a valid object")
 	}
 	r.ResponseFormat = &ir.ResponseFormat{Type: "json_schema", Schema: raw(f.Schema), Strict: true}
@@ -711,7 +711,7 @@ func checkUnsupported(r *ir.Request) error {
 		if f.Type != "json_schema" {
 			return &ir.UnsupportedError{Param: "response_format", Reason: "Anthropic constrains output only to a JSON schema (json_schema)."}
 		}
-		if !isObject(f.Schema) {
+		if !jsonx.IsObject(f.Schema) {
 			return &ir.UnsupportedError{Param: "response_format", Reason: "The JSON schema must be an object."}
 		}
 	}
@@ -856,7 +856,7 @@ func appendBlock(b []byte, blk *ir.Block, path string) ([]byte, error) {
 		switch {
 		case len(blk.Input) == 0:
 			b = append(b, "{}"...)
-		case isObject(blk.Input):
+		case jsonx.IsObject(blk.Input):
 			b = append(b, blk.Input...)
 		default:
 			return b, &ir.UnsupportedError{Param: path, Reason: "A tool call's input must be a JSON object."}
@@ -939,7 +939,7 @@ func appendMedia(b []byte, blk *ir.Block, path string) ([]byte, error) {
 	mediaType, data, url := blk.MediaType, blk.Data, blk.URL
 	if data == "" && strings.HasPrefix(url, "data:") {
 		var ok bool
-		if mediaType, data, ok = parseDataURL(url); !ok {
+		if mediaType, data, ok = wire.ParseDataURL(url); !ok {
 			return b, &ir.UnsupportedError{Param: path, Reason: "Only base64 data: URLs can be sent."}
 		}
 	}
@@ -973,24 +973,11 @@ func appendMedia(b []byte, blk *ir.Block, path string) ([]byte, error) {
 	return appendCache(b, blk, path)
 }
 
-// parseDataURL splits data:<media type>;base64,<data>.
-func parseDataURL(u string) (mediaType, data string, ok bool) {
-	meta, data, found := strings.Cut(strings.TrimPrefix(u, "data:"), ",")
-	mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
-	if !found || !isBase64 || data == "" {
-		return "", "", false
-	}
-	if i := strings.IndexByte(mediaType, ';'); i >= 0 {
-		mediaType = mediaType[:i] // parameters such as charset
-	}
-	return mediaType, data, true
-}
-
 // appendCache appends the block's cache_control, if any, and closes the
 // block.
 func appendCache(b []byte, blk *ir.Block, path string) ([]byte, error) {
 	if len(blk.CacheControl) > 0 {
-		if !isObject(blk.CacheControl) {
+		if !jsonx.IsObject(blk.CacheControl) {
 			return b, &ir.UnsupportedError{Param: path, Reason: "cache_control must be a JSON object."}
 		}
 		b = append(b, `,"cache_control":`...)
@@ -1017,13 +1004,13 @@ func appendTools(b []byte, tools []ir.Tool) ([]byte, error) {
 		case len(t.Schema) == 0:
 			// A function without parameters; Anthropic requires a schema.
 			b = append(b, `{"type":"object","properties":{}}`...)
-		case isObject(t.Schema):
+		case jsonx.IsObject(t.Schema):
 			b = append(b, t.Schema...)
 		default:
 			return b, &ir.UnsupportedError{Param: "tools[" + strconv.Itoa(i) + "]", Reason: "A tool's schema must be a JSON object."}
 		}
 		if len(t.CacheControl) > 0 {
-			if !isObject(t.CacheControl) {
+			if !jsonx.IsObject(t.CacheControl) {
 				return b, &ir.UnsupportedError{Param: "tools[" + strconv.Itoa(i) + "]", Reason: "cache_control must be a JSON object."}
 			}
 			b = append(b, `,"cache_control":`...)
@@ -1080,31 +1067,6 @@ func appendFloat(b []byte, f float64) []byte {
 
 // Helpers shared by the request, response and stream translations.
 
-// kind is the first byte of a JSON value, or 0 for absent and null.
-func kind(v []byte) byte {
-	for _, c := range v {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		case 'n':
-			return 0
-		}
-		return c
-	}
-	return 0
-}
-
-// isObject reports whether raw JSON is a valid object.
-func isObject(v []byte) bool { return kind(v) == '{' && jsonx.Valid(v) }
-
-// raw keeps a raw value for the IR; null is absent.
-func raw(v jsontext.Value) ir.Raw {
-	if kind(v) == 0 {
-		return nil
-	}
-	return ir.Raw(v)
-}
-
 // memberString reads the string member name of the object e, which the
 // caller has validated. ok is false when it is absent or not a string.
 func memberString(e []byte, name string) (s string, ok bool) {
@@ -1116,16 +1078,6 @@ func memberString(e []byte, name string) (s string, ok bool) {
 		return nil
 	})
 	return s, ok
-}
-
-// eachElement calls fn with each element of the array v.
-func eachElement(v []byte, fn func(i int, e []byte) error) error {
-	i := 0
-	return jsonx.Array(v, func(start, end int) error {
-		err := fn(i, v[start:end])
-		i++
-		return err
-	})
 }
 
 // unmarshal decodes e into w, naming members in errors under path.
@@ -1145,7 +1097,7 @@ func jsonError(prefix string, err error) *wire.RequestError {
 	)
 	switch {
 	case errors.As(err, &sy):
-		p := join(prefix, pointerPath(sy.JSONPointer))
+		p := wire.JoinPath(prefix, pointerPath(sy.JSONPointer))
 		switch {
 		case errors.Is(err, jsontext.ErrDuplicateName):
 			return &wire.RequestError{Code: wire.CodeDuplicateParameter, Param: p, Message: p + ": A parameter appears more than once."}
@@ -1155,7 +1107,7 @@ func jsonError(prefix string, err error) *wire.RequestError {
 		// The body passed the scanner, so what is left is invalid UTF-8.
 		return &wire.RequestError{Code: wire.CodeInvalidJSON, Param: p, Message: p + ": The value is not valid JSON (invalid UTF-8)."}
 	case errors.As(err, &se):
-		p := join(prefix, pointerPath(se.JSONPointer))
+		p := wire.JoinPath(prefix, pointerPath(se.JSONPointer))
 		want := "a valid value"
 		if se.GoType != nil {
 			want = goKind(se.GoType.Kind().String())
@@ -1206,39 +1158,12 @@ func pointerPath(p jsontext.Pointer) string {
 	return s.String()
 }
 
-func join(prefix, p string) string {
-	switch {
-	case prefix == "":
-		return p
-	case p == "", p[0] == '[':
-		return prefix + p
-	}
-	return prefix + "." + p
-}
-
 func typeError(param, want string) *wire.RequestError {
 	return &wire.RequestError{Code: wire.CodeInvalidType, Param: param, Message: param + ": Input should be " + want + "."}
 }
 
 func missing(param string) *wire.RequestError {
 	return &wire.RequestError{Code: wire.CodeMissingParameter, Param: param, Message: param + ": Field required."}
-}
-
-// headerSafe replaces what cannot stand in a header's comma-separated
-// list (commas, spaces, control and non-ASCII characters) in a member
-// name by '?', since the dropped names travel in a response header.
-func headerSafe(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || c == ',' {
-			return strings.Map(func(r rune) rune {
-				if r <= ' ' || r >= 0x7f || r == ',' {
-					return '?'
-				}
-				return r
-			}, s)
-		}
-	}
-	return s
 }
 
 // short bounds what an error or a dropped path quotes of the client's
@@ -1253,4 +1178,12 @@ func short(s string) string {
 		cut--
 	}
 	return s[:cut] + "..."
+}
+
+// raw keeps a raw value for the IR; null is absent.
+func raw(v jsontext.Value) ir.Raw {
+	if jsonx.Kind(v) == 0 {
+		return nil
+	}
+	return ir.Raw(v)
 }

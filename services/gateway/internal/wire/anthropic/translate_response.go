@@ -148,7 +148,7 @@ func appendAnswerBlock(b []byte, blk *ir.Block) []byte {
 		b = append(b, `,"name":`...)
 		b = jsonx.AppendString(b, blk.Name)
 		b = append(b, `,"input":`...)
-		if isObject(blk.Input) {
+		if jsonx.IsObject(blk.Input) {
 			b = append(b, blk.Input...)
 		} else {
 			b = append(b, "{}"...)

@@ -243,7 +243,7 @@ func (d *streamDecoder) start(dst []ir.Event, index int64, w *blockStartWire) ([
 		if w.ID == "" || w.Name == "" {
 			return dst, protocol("tool_use block without id or name")
 		}
-		if kind(w.Input) != 0 && !isEmptyObject(w.Input) {
+		if jsonx.Kind(w.Input) != 0 && !isEmptyObject(w.Input) {
 			delta(ir.DeltaInputJSON, string(w.Input))
 		}
 	default:

@@ -10,6 +10,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/moat-ai/moat/services/gateway/internal/ir"
+	"github.com/moat-ai/moat/services/gateway/internal/wire"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/jsonx"
 )
 
@@ -396,7 +397,7 @@ func (e *encoder) block(dst []blockWire, b *ir.Block, role ir.Role, path string)
 		switch {
 		case len(input) == 0 || jsonx.IsNull(input):
 			input = jsontext.Value("{}")
-		case !isObject(input):
+		case !jsonx.IsObject(input):
 			return dst, unsupported("A tool call's input must be a JSON object.")
 		}
 		w.ToolUse = &toolUseWire{ToolUseID: upstreamID(b.ID), Name: name, Input: input}
@@ -479,7 +480,7 @@ func (e *encoder) media(b *ir.Block, path string) (*mediaWire, error) {
 	mediaType, data := b.MediaType, b.Data
 	if data == "" {
 		var ok bool
-		if mediaType, data, ok = parseDataURL(b.URL); !ok {
+		if mediaType, data, ok = wire.ParseDataURL(b.URL); !ok {
 			return nil, &ir.UnsupportedError{Param: path, Reason: "Bedrock needs the bytes of an image or a document (base64 data); it fetches no URL."}
 		}
 	}
@@ -501,20 +502,6 @@ func (e *encoder) media(b *ir.Block, path string) (*mediaWire, error) {
 		m.Name = "document-" + strconv.Itoa(e.documents)
 	}
 	return m, nil
-}
-
-// parseDataURL splits data:<media type>;base64,<data>.
-func parseDataURL(u string) (mediaType, data string, ok bool) {
-	rest, ok := strings.CutPrefix(u, "data:")
-	if !ok {
-		return "", "", false
-	}
-	meta, data, found := strings.Cut(rest, ",")
-	mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
-	if !found || !isBase64 || data == "" {
-		return "", "", false
-	}
-	return mediaType, data, true
 }
 
 func (e *encoder) toolConfig(r *ir.Request) (*toolConfig, error) {
@@ -547,7 +534,7 @@ func (e *encoder) toolConfig(r *ir.Request) (*toolConfig, error) {
 		case len(t.Schema) == 0 || jsonx.IsNull(t.Schema):
 			// A function without parameters; Converse requires a schema.
 			spec.InputSchema.JSON = jsontext.Value(`{"type":"object","properties":{}}`)
-		case isObject(t.Schema):
+		case jsonx.IsObject(t.Schema):
 			spec.InputSchema.JSON = jsontext.Value(t.Schema)
 		default:
 			return nil, &ir.UnsupportedError{Param: at, Reason: "A tool's schema must be a JSON object."}
@@ -587,12 +574,6 @@ func hasToolBlocks(msgs []ir.Message) bool {
 		}
 	}
 	return false
-}
-
-// isObject reports whether raw JSON is a valid object.
-func isObject(v []byte) bool {
-	_, err := jsonx.Object(v, func(jsonx.Member) error { return nil })
-	return err == nil
 }
 
 // errorf wraps ir.ErrProtocol for an answer that breaks Converse's

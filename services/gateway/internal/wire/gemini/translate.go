@@ -284,7 +284,7 @@ func (t *turnWriter) message(m *ir.Message, path string) error {
 			switch {
 			case len(args) == 0 || jsonx.IsNull(args):
 				args = jsontext.Value("{}")
-			case !isObject(args):
+			case !jsonx.IsObject(args):
 				return &ir.UnsupportedError{Param: bpath, Reason: "A tool call's input must be a JSON object."}
 			}
 			if b.ID != "" {
@@ -401,7 +401,7 @@ func mediaPart(b *ir.Block, path string) (partWire, error) {
 	mediaType, data, url := b.MediaType, b.Data, b.URL
 	if data == "" && strings.HasPrefix(url, "data:") {
 		var ok bool
-		if mediaType, data, ok = parseDataURL(url); !ok {
+		if mediaType, data, ok = wire.ParseDataURL(url); !ok {
 			return partWire{}, &ir.UnsupportedError{Param: path, Reason: "Only base64 data: URLs can be sent."}
 		}
 	}
@@ -425,19 +425,6 @@ func mediaPart(b *ir.Block, path string) (partWire, error) {
 		return partWire{}, &ir.UnsupportedError{Param: path, Reason: "Gemini reads files from base64 data or gs:// URIs only."}
 	}
 	return partWire{}, &ir.UnsupportedError{Param: path, Reason: "An image or document needs data or a URL."}
-}
-
-// parseDataURL splits data:<media type>;base64,<data>.
-func parseDataURL(u string) (mediaType, data string, ok bool) {
-	meta, data, found := strings.Cut(strings.TrimPrefix(u, "data:"), ",")
-	mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
-	if !found || !isBase64 || data == "" {
-		return "", "", false
-	}
-	if i := strings.IndexByte(mediaType, ';'); i >= 0 {
-		mediaType = mediaType[:i] // parameters such as charset
-	}
-	return mediaType, data, mediaType != ""
 }
 
 // mediaTypes are the types of the files Gemini reads, by extension; the
@@ -465,7 +452,7 @@ func tools(ts []ir.Tool) ([]toolWire, error) {
 		switch s := jsontext.Value(t.Schema); {
 		case len(s) == 0 || jsonx.IsNull(s):
 			// A function without parameters: Gemini needs no schema.
-		case isObject(s):
+		case jsonx.IsObject(s):
 			d.ParametersJSONSchema = s
 		default:
 			return nil, &ir.UnsupportedError{Param: "tools[" + strconv.Itoa(i) + "]", Reason: "A tool's schema must be a JSON object."}
@@ -523,7 +510,7 @@ func generation(r *ir.Request) (*generationConfig, error) {
 		case "json_object":
 			g.ResponseMimeType = "application/json"
 		case "json_schema":
-			if !isObject(f.Schema) {
+			if !jsonx.IsObject(f.Schema) {
 				return nil, &ir.UnsupportedError{Param: "response_format", Reason: "The JSON schema must be an object."}
 			}
 			g.ResponseMimeType, g.ResponseJSONSchema = "application/json", jsontext.Value(f.Schema)
@@ -552,10 +539,4 @@ func isZero(g *generationConfig) bool {
 	return g.MaxOutputTokens == 0 && g.Temperature == nil && g.TopP == nil && g.TopK == nil &&
 		len(g.StopSequences) == 0 && g.CandidateCount == 0 && g.ResponseMimeType == "" &&
 		!g.ResponseLogprobs && g.ThinkingConfig == nil
-}
-
-// isObject reports whether raw JSON is a valid object.
-func isObject(v []byte) bool {
-	v = trimSpace(v)
-	return len(v) > 0 && v[0] == '{' && jsonx.Valid(v)
 }

@@ -134,3 +134,33 @@ const hex = "0123456789abcdef"
 
 // AppendInt appends n in decimal.
 func AppendInt(dst []byte, n int64) []byte { return strconv.AppendInt(dst, n, 10) }
+
+// Kind is the first byte of the JSON value v past any whitespace, or 0
+// when v is empty or null: '{', '[', '"', 't', 'f', or a number's first
+// byte.
+func Kind(v []byte) byte {
+	for _, c := range v {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case 'n':
+			return 0
+		}
+		return c
+	}
+	return 0
+}
+
+// IsObject reports whether v is exactly one valid JSON object.
+func IsObject(v []byte) bool { return Kind(v) == '{' && Valid(v) }
+
+// Elements calls fn with the index and bytes of each element of the array
+// v; an error from fn stops it and is returned.
+func Elements(v []byte, fn func(i int, e []byte) error) error {
+	i := 0
+	return Array(v, func(start, end int) error {
+		err := fn(i, v[start:end])
+		i++
+		return err
+	})
+}

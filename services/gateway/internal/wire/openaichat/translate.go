@@ -402,9 +402,9 @@ func decodeContent(v jsontext.Value, at string, media bool) ([]ir.Block, error) 
 // mediaBlock reads an image or file given as a data URL (base64) or, for
 // images, an http(s) URL.
 func mediaBlock(t ir.BlockType, u, at string) (ir.Block, error) {
-	if rest, ok := strings.CutPrefix(u, "data:"); ok {
-		mt, data, ok := strings.Cut(rest, ";base64,")
-		if !ok || mt == "" {
+	if strings.HasPrefix(u, "data:") {
+		mt, data, ok := wire.ParseDataURL(u)
+		if !ok {
 			return ir.Block{}, invalid(at, "must be a base64 data URL (data:<media type>;base64,...)")
 		}
 		return ir.Block{Type: t, MediaType: mt, Data: data}, nil

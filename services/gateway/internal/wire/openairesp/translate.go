@@ -295,7 +295,7 @@ func (d *decoder) stateless(w *requestWire) error {
 // present reports whether a raw member is there and says something: not
 // absent, null or the empty string.
 func present(v jsontext.Value) bool {
-	k := kind(v)
+	k := jsonx.Kind(v)
 	return k != 0 && (k != '"' || string(v) != `""`)
 }
 
@@ -323,7 +323,7 @@ func (d *decoder) include(values []string) error {
 }
 
 func (d *decoder) instructions(r *ir.Request, v jsontext.Value) error {
-	switch kind(v) {
+	switch jsonx.Kind(v) {
 	case 0:
 		return nil
 	case '"':
@@ -340,7 +340,7 @@ func (d *decoder) instructions(r *ir.Request, v jsontext.Value) error {
 }
 
 func (d *decoder) input(r *ir.Request, v jsontext.Value) error {
-	switch kind(v) {
+	switch jsonx.Kind(v) {
 	case 0:
 		return missing("input")
 	case '"':
@@ -351,7 +351,7 @@ func (d *decoder) input(r *ir.Request, v jsontext.Value) error {
 		r.Messages = append(r.Messages, ir.Message{Role: ir.RoleUser, Content: []ir.Block{{Type: ir.BlockText, Text: s}}})
 		return nil
 	case '[':
-		return eachElement(v, func(i int, e []byte) error {
+		return jsonx.Elements(v, func(i int, e []byte) error {
 			return d.item(r, e, "input["+strconv.Itoa(i)+"]")
 		})
 	}
@@ -363,16 +363,16 @@ func (d *decoder) input(r *ir.Request, v jsontext.Value) error {
 // that kind lacks; an item without a type but with a role is a message
 // (the SDKs' easy input message).
 func (d *decoder) item(r *ir.Request, e []byte, path string) error {
-	if kind(e) != '{' {
+	if jsonx.Kind(e) != '{' {
 		return typeError(path, "an object")
 	}
 	typ := "message"
 	switch t := member(e, "type"); {
-	case kind(t) == '"':
+	case jsonx.Kind(t) == '"':
 		typ, _ = jsonx.Unquote(t)
-	case kind(t) != 0:
+	case jsonx.Kind(t) != 0:
 		return typeError(path+".type", "a string")
-	case kind(member(e, "role")) == 0:
+	case jsonx.Kind(member(e, "role")) == 0:
 		return missing(path + ".type")
 	}
 	switch typ {
@@ -462,7 +462,7 @@ func (d *decoder) message(r *ir.Request, w *messageWire, path string) error {
 		return &wire.RequestError{Code: wire.CodeInvalidValue, Param: path + ".role",
 			Message: path + ".role: must be user, assistant, system or developer."}
 	}
-	if kind(w.Content) == 0 {
+	if jsonx.Kind(w.Content) == 0 {
 		return missing(path + ".content")
 	}
 	blocks, err := d.content(w.Content, path+".content", where)
@@ -485,10 +485,10 @@ func (d *decoder) message(r *ir.Request, w *messageWire, path string) error {
 }
 
 func (d *decoder) reasoning(r *ir.Request, w *reasoningItemWire, path string) error {
-	if kind(w.EncryptedContent) != 0 {
+	if jsonx.Kind(w.EncryptedContent) != 0 {
 		return unsupported(path+".encrypted_content", "encrypted reasoning, which only OpenAI can read,")
 	}
-	if kind(w.Content) != 0 && !jsonx.IsEmptyArray(w.Content) {
+	if jsonx.Kind(w.Content) != 0 && !jsonx.IsEmptyArray(w.Content) {
 		d.dropped = append(d.dropped, path+".content")
 	}
 	var text strings.Builder
@@ -536,7 +536,7 @@ var allowed = [...]map[string]bool{
 // content decodes a message's content or a function call's output: a
 // string (one text block; none for an empty output) or a list of parts.
 func (d *decoder) content(v jsontext.Value, path string, where placement) ([]ir.Block, error) {
-	switch kind(v) {
+	switch jsonx.Kind(v) {
 	case 0:
 		return nil, missing(path)
 	case '"':
@@ -547,7 +547,7 @@ func (d *decoder) content(v jsontext.Value, path string, where placement) ([]ir.
 		return []ir.Block{{Type: ir.BlockText, Text: s}}, nil
 	case '[':
 		blocks := make([]ir.Block, 0, 1)
-		err := eachElement(v, func(i int, e []byte) error {
+		err := jsonx.Elements(v, func(i int, e []byte) error {
 			b, err := d.part(e, path+"["+strconv.Itoa(i)+"]", where)
 			blocks = append(blocks, b)
 			return err
@@ -560,11 +560,11 @@ func (d *decoder) content(v jsontext.Value, path string, where placement) ([]ir.
 // part decodes one content part at path.
 func (d *decoder) part(e []byte, path string, where placement) (ir.Block, error) {
 	var b ir.Block
-	if kind(e) != '{' {
+	if jsonx.Kind(e) != '{' {
 		return b, typeError(path, "an object")
 	}
 	t := member(e, "type")
-	switch kind(t) {
+	switch jsonx.Kind(t) {
 	case 0:
 		return b, missing(path + ".type")
 	case '"':
@@ -589,10 +589,10 @@ func (d *decoder) part(e []byte, path string, where placement) (ir.Block, error)
 		if w.Text == nil {
 			return b, missing(path + ".text")
 		}
-		if kind(w.Annotations) != 0 && !jsonx.IsEmptyArray(w.Annotations) {
+		if jsonx.Kind(w.Annotations) != 0 && !jsonx.IsEmptyArray(w.Annotations) {
 			d.dropped = append(d.dropped, path+".annotations")
 		}
-		if kind(w.Logprobs) != 0 && !jsonx.IsEmptyArray(w.Logprobs) {
+		if jsonx.Kind(w.Logprobs) != 0 && !jsonx.IsEmptyArray(w.Logprobs) {
 			d.dropped = append(d.dropped, path+".logprobs")
 		}
 		return ir.Block{Type: ir.BlockText, Text: *w.Text}, nil
@@ -647,7 +647,7 @@ func (d *decoder) part(e []byte, path string, where placement) (ir.Block, error)
 // URL.
 func media(t ir.BlockType, u, path string) (ir.Block, error) {
 	if strings.HasPrefix(u, "data:") {
-		mt, data, ok := parseDataURL(u)
+		mt, data, ok := wire.ParseDataURL(u)
 		if !ok {
 			return ir.Block{}, invalid(path, "must be a base64 data URL (data:<media type>;base64,...)")
 		}
@@ -659,19 +659,6 @@ func media(t ir.BlockType, u, path string) (ir.Block, error) {
 	return ir.Block{}, invalid(path, "must be a data URL or an http(s) URL")
 }
 
-// parseDataURL splits data:<media type>[;parameters];base64,<data>.
-func parseDataURL(u string) (mediaType, data string, ok bool) {
-	meta, data, found := strings.Cut(strings.TrimPrefix(u, "data:"), ",")
-	mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
-	if i := strings.IndexByte(mediaType, ';'); i >= 0 {
-		mediaType = mediaType[:i] // parameters such as charset
-	}
-	if !found || !isBase64 || data == "" || mediaType == "" {
-		return "", "", false
-	}
-	return mediaType, data, true
-}
-
 // arguments reads a function call's arguments, a JSON object in a
 // string; the empty string is an empty object (some servers send it for
 // functions without parameters).
@@ -679,7 +666,7 @@ func arguments(s, path string) (ir.Raw, error) {
 	if strings.TrimSpace(s) == "" {
 		return ir.Raw("{}"), nil
 	}
-	if kind([]byte(s)) != '{' || !jsonx.Valid([]byte(s)) {
+	if jsonx.Kind([]byte(s)) != '{' || !jsonx.Valid([]byte(s)) {
 		return nil, invalid(path, "must be a JSON object in a string")
 	}
 	return ir.Raw(s), nil
@@ -688,11 +675,11 @@ func arguments(s, path string) (ir.Raw, error) {
 func (d *decoder) tools(r *ir.Request, tools []jsontext.Value) error {
 	for i, v := range tools {
 		path := "tools[" + strconv.Itoa(i) + "]"
-		if kind(v) != '{' {
+		if jsonx.Kind(v) != '{' {
 			return typeError(path, "an object")
 		}
 		t := member(v, "type")
-		switch kind(t) {
+		switch jsonx.Kind(t) {
 		case 0:
 			return missing(path + ".type")
 		case '"':
@@ -710,7 +697,7 @@ func (d *decoder) tools(r *ir.Request, tools []jsontext.Value) error {
 		if w.Name == "" {
 			return missing(path + ".name")
 		}
-		switch kind(w.Parameters) {
+		switch jsonx.Kind(w.Parameters) {
 		case 0, '{':
 		default:
 			return typeError(path+".parameters", "an object")
@@ -724,7 +711,7 @@ func (d *decoder) tools(r *ir.Request, tools []jsontext.Value) error {
 }
 
 func (d *decoder) toolChoice(r *ir.Request, v jsontext.Value) error {
-	switch kind(v) {
+	switch jsonx.Kind(v) {
 	case 0:
 		return nil
 	case '"':
@@ -787,13 +774,13 @@ func (d *decoder) text(r *ir.Request, w *textWire) error {
 		if f.Name == "" {
 			return missing("text.format.name")
 		}
-		if kind(f.Schema) != '{' {
-			if kind(f.Schema) == 0 {
+		if jsonx.Kind(f.Schema) != '{' {
+			if jsonx.Kind(f.Schema) == 0 {
 				return missing("text.format.schema")
 			}
 			return typeError("text.format.schema", "an object")
 		}
-		if kind(f.Description) == '"' && string(f.Description) != `""` {
+		if jsonx.Kind(f.Description) == '"' && string(f.Description) != `""` {
 			d.dropped = append(d.dropped, "text.format.description")
 		}
 		r.ResponseFormat = &ir.ResponseFormat{Type: "json_schema", Name: f.Name, Schema: ir.Raw(f.Schema), Strict: f.Strict != nil && *f.Strict}
@@ -822,37 +809,23 @@ func (d *decoder) rest(prefix string, rest jsontext.Value) {
 		if key == "" {
 			key = `""` // a path must name it somehow
 		}
-		d.dropped = append(d.dropped, join(prefix, headerSafe(wire.Bound(key))))
+		d.dropped = append(d.dropped, wire.JoinPath(prefix, wire.HeaderSafe(wire.Bound(key))))
 		return nil
 	})
 }
 
 // nonNull lists path as dropped when v is there and not null.
 func (d *decoder) nonNull(path string, v jsontext.Value) {
-	if kind(v) != 0 {
+	if jsonx.Kind(v) != 0 {
 		d.dropped = append(d.dropped, path)
 	}
 }
 
 // Helpers.
 
-// kind is the first byte of a JSON value, or 0 for absent and null.
-func kind(v []byte) byte {
-	for _, c := range v {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		case 'n':
-			return 0
-		}
-		return c
-	}
-	return 0
-}
-
 // raw keeps a raw value for the IR; null is absent.
 func raw(v jsontext.Value) ir.Raw {
-	if kind(v) == 0 {
+	if jsonx.Kind(v) == 0 {
 		return nil
 	}
 	return ir.Raw(v)
@@ -864,16 +837,6 @@ func unquote(v []byte, path string) (string, error) {
 		return "", typeError(path, "a string")
 	}
 	return s, nil
-}
-
-// eachElement calls fn with each element of the array v.
-func eachElement(v []byte, fn func(i int, e []byte) error) error {
-	i := 0
-	return jsonx.Array(v, func(start, end int) error {
-		err := fn(i, v[start:end])
-		i++
-		return err
-	})
 }
 
 // unmarshal decodes e into w, naming members in errors under path.
@@ -893,7 +856,7 @@ func jsonError(prefix string, err error) *wire.RequestError {
 	)
 	switch {
 	case errors.As(err, &sy):
-		p := join(prefix, pointerPath(sy.JSONPointer))
+		p := wire.JoinPath(prefix, pointerPath(sy.JSONPointer))
 		switch {
 		case errors.Is(err, jsontext.ErrDuplicateName):
 			if p == "" {
@@ -906,7 +869,7 @@ func jsonError(prefix string, err error) *wire.RequestError {
 		// The body passed the scanner, so what is left is invalid UTF-8.
 		return &wire.RequestError{Code: wire.CodeInvalidJSON, Param: p, Message: p + ": is not valid JSON (invalid UTF-8)."}
 	case errors.As(err, &se):
-		p := join(prefix, pointerPath(se.JSONPointer))
+		p := wire.JoinPath(prefix, pointerPath(se.JSONPointer))
 		if errors.Is(se.Err, strconv.ErrRange) && p != "" {
 			return invalid(p, "the number is out of range")
 		}
@@ -952,19 +915,9 @@ func pointerPath(p jsontext.Pointer) string {
 		if s.Len() > 0 {
 			s.WriteByte('.')
 		}
-		s.WriteString(headerSafe(wire.Bound(tok)))
+		s.WriteString(wire.HeaderSafe(wire.Bound(tok)))
 	}
 	return s.String()
-}
-
-func join(prefix, p string) string {
-	switch {
-	case prefix == "":
-		return p
-	case p == "", p[0] == '[':
-		return prefix + p
-	}
-	return prefix + "." + p
 }
 
 func typeError(param, want string) *wire.RequestError {
@@ -983,21 +936,4 @@ func invalid(param, what string) *wire.RequestError {
 // given.
 func unsupported(param, what string) *wire.RequestError {
 	return &wire.RequestError{Code: wire.CodeUnsupported, Param: param, Message: param + ": " + what + " cannot be translated for this model's provider."}
-}
-
-// headerSafe replaces what cannot stand in a header's comma-separated
-// list (commas, spaces, control and non-ASCII characters) in a member
-// name by '?', since the dropped names travel in a response header.
-func headerSafe(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || c == ',' {
-			return strings.Map(func(r rune) rune {
-				if r <= ' ' || r >= 0x7f || r == ',' {
-					return '?'
-				}
-				return r
-			}, s)
-		}
-	}
-	return s
 }
