@@ -572,7 +572,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 // embedded as its ids in decimal joined by single spaces.
 func Embedding(input string, dimensions int) []float32 {
 	h := fnv.New64a()
-	_, _ = h.Write([]byte(input))
+	_, _ = h.Write([]byte(input)) // a hash.Hash never returns an error
 	x := h.Sum64()
 	v := make([]float64, dimensions)
 	var norm float64

@@ -29,7 +29,7 @@ func (r responsesRequest) texts() []string {
 		Content json.RawMessage `json:"content"`
 		Output  json.RawMessage `json:"output"`
 	}
-	_ = json.Unmarshal(r.Input, &items)
+	_ = json.Unmarshal(r.Input, &items) // input that is not a list of items holds no tool outputs: items stays empty
 	for _, it := range items {
 		out = appendContentText(out, it.Content)
 		out = appendContentText(out, it.Output)

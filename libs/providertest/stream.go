@@ -11,7 +11,7 @@ import (
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // a failed write means the client left; nothing to tell it
 }
 
 // sse writes a server-sent event stream, flushing each event so that the

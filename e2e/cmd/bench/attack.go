@@ -341,7 +341,7 @@ func profile(ctx context.Context, base string, d time.Duration, path string) err
 		return err
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
-		_ = f.Close()
+		_ = f.Close() // the copy error is the one reported; the file is discarded
 		return err
 	}
 	return f.Close()

@@ -302,7 +302,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 				return
 			}
 			out = g.streamError(out, c, s, d)
-			_ = write() && flush()
+			_ = write() && flush() // best effort: the stream is ending on an error already
 			return
 		}
 		if !committed {
