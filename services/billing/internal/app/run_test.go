@@ -99,7 +99,7 @@ func TestUsageReachesTheAPI(t *testing.T) {
 	}
 
 	base := "http://" + env["HTTP_ADDR"] + "/api/v1/orgs/acme"
-	var list struct {
+	type listing struct {
 		UsageEntries []struct {
 			Name          string
 			UpstreamModel string
@@ -107,8 +107,13 @@ func TestUsageReachesTheAPI(t *testing.T) {
 			Priced        bool
 		}
 	}
+	var list listing
 	servetest.Eventually(t, 20*time.Second, "two entries in the REST list", func() bool {
 		code, body := servetest.GetAs(t, base+"/usage", adminKey)
+		// A fresh value each poll: decoding into the last one would keep
+		// the fields an earlier answer set and this one leaves out (protojson
+		// omits false and zero), so an unpriced entry would look priced.
+		list = listing{}
 		return code == http.StatusOK && json.Unmarshal([]byte(body), &list) == nil && len(list.UsageEntries) == 2
 	})
 	if e := list.UsageEntries[0]; e.UpstreamModel != "not-in-the-table" || e.Priced || e.CostMicros != "" {
