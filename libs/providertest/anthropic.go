@@ -1,8 +1,10 @@
 package providertest
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -186,10 +188,21 @@ func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, d ant
 		refuse(err.Error())
 		return
 	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		refuse("the request body could not be read")
+		return
+	}
 	var req anthropicRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&req); err != nil {
 		refuse("the request body is not valid JSON")
 		return
+	}
+	if d == dialectBedrock {
+		if msg := bedrockInvokeProblem(body); msg != "" {
+			refuse(msg)
+			return
+		}
 	}
 	switch d {
 	case dialectAnthropic:
@@ -264,6 +277,34 @@ func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, d ant
 			},
 		})
 	}
+}
+
+// bedrockInvokeProblem is the message of Bedrock's ValidationException for
+// an InvokeModel body it refuses, empty when it takes it: Bedrock
+// validates the body against a schema without `model` (it is in the path)
+// or `stream` (the path chooses), and anthropic_beta must be a list of
+// strings.
+func bedrockInvokeProblem(body []byte) string {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(body, &members) != nil {
+		return ""
+	}
+	var problems strings.Builder
+	for _, k := range []string{"stream", "model"} {
+		if _, ok := members[k]; ok {
+			problems.WriteString("#: extraneous key [" + k + "] is not permitted")
+		}
+	}
+	if raw, ok := members["anthropic_beta"]; ok {
+		var betas []string
+		if json.Unmarshal(raw, &betas) != nil {
+			problems.WriteString("#/anthropic_beta: expected type: JSONArray of strings")
+		}
+	}
+	if problems.Len() == 0 {
+		return ""
+	}
+	return "Malformed input request: " + problems.String() + ", please reformat your input and try again."
 }
 
 // anthropicDelta is one content_block_delta; content ones (text, thinking,

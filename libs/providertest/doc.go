@@ -140,11 +140,14 @@
 //     carries Bedrock's padding member `p`.
 //   - POST /model/{modelId}/invoke: the Anthropic Messages body with
 //     `anthropic_version` (400 ValidationException without) and the model
-//     in the path; the Anthropic answer, with the counts also in the
-//     X-Amzn-Bedrock-Input-Token-Count, -Output-Token-Count,
-//     -Cache-Read-Input-Token-Count and -Cache-Write-Input-Token-Count
-//     headers.
-//   - POST /model/{modelId}/invoke-with-response-stream: the Anthropic
+//     in the path; as Bedrock does, a body holding `model` or `stream`
+//     ("extraneous key"), or an `anthropic_beta` that is not a list of
+//     strings, is a 400 ValidationException. The answer is Anthropic's,
+//     with the counts also in the X-Amzn-Bedrock-Input-Token-Count,
+//     -Output-Token-Count, -Cache-Read-Input-Token-Count and
+//     -Cache-Write-Input-Token-Count headers.
+//   - POST /model/{modelId}/invoke-with-response-stream: the same body
+//     and refusals; the Anthropic
 //     events (without pings) as eventstream `chunk` events whose payload
 //     is {"bytes": <base64 of the event's JSON>, "p": ...}; message_stop
 //     carries amazon-bedrock-invocationMetrics {inputTokenCount,

@@ -1,10 +1,10 @@
 // Package credential holds the gateway's upstream credentials that are
 // obtained or refreshed over the network (Google service-account access
-// tokens for Vertex AI, AWS keys for Bedrock), kept fresh in the
-// background so that the request path only reads memory: GATEWAY.md
-// allows no I/O before the upstream call beyond one limit-store round
-// trip. No error or printed form of a credential holds a private key, a
-// secret key or a token.
+// tokens for Vertex AI, Microsoft Entra ID access tokens for Azure
+// OpenAI, AWS keys for Bedrock), kept fresh in the background so that the
+// request path only reads memory: GATEWAY.md allows no I/O before the
+// upstream call beyond one limit-store round trip. No error or printed
+// form of a credential holds a private key, a secret key or a token.
 package credential
 
 import (
@@ -16,14 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -35,55 +32,17 @@ import (
 // AI accepts cloud-platform and no narrower one.
 const GoogleScope = "https://www.googleapis.com/auth/cloud-platform"
 
-// Errors of Google. Every error NewGoogle returns for a key it refuses
-// wraps ErrInvalidKey; Token's errors wrap ErrNoToken or ErrTokenExpired.
-var (
-	ErrInvalidKey   = errors.New("google credential: invalid service-account key")
-	ErrNoToken      = errors.New("google credential: no token yet")
-	ErrTokenExpired = errors.New("google credential: token expired and refresh failing")
-)
-
-// Refresh timing. A token is refreshed at 80 % of its lifetime (12 minutes
-// before a one-hour token expires), which leaves time for several retries
-// before it runs out; failed refreshes are retried after a jittered
-// exponential backoff, so that gateway replicas started together do not
-// hit the token endpoint in step.
-const (
-	refreshAt      = 0.8
-	minRefresh     = time.Second
-	retryBase      = time.Second
-	retryMax       = time.Minute
-	requestTimeout = 30 * time.Second
-	// expiryMargin: a token this close to its expiry is not handed out,
-	// since it could expire before the upstream reads it.
-	expiryMargin = 10 * time.Second
-)
+// ErrInvalidKey is wrapped by every error NewGoogle returns for a key it
+// refuses. Token's errors wrap ErrNoToken or ErrTokenExpired.
+var ErrInvalidKey = errors.New("google credential: invalid service-account key")
 
 // Google is a Google service account's access token, refreshed in the
 // background by Run. Token is safe for concurrent use and does no I/O.
 type Google struct {
+	*refresher
 	cfg    *jwt.Config
 	email  string
 	client *http.Client
-
-	// The clock and the jitter, replaced by tests.
-	now    func() time.Time
-	wait   func(ctx context.Context, d time.Duration) error
-	jitter func() float64 // in [0, 1)
-
-	state     atomic.Pointer[googleState]
-	running   atomic.Bool
-	ready     chan struct{}
-	readyOnce sync.Once
-}
-
-// googleState is what Token reads, replaced whole on every refresh.
-type googleState struct {
-	token  string
-	expiry time.Time
-	// failure says why the last refresh failed, empty after a success.
-	// It is written by describe and never holds a secret.
-	failure string
 }
 
 // NewGoogle reads a service-account key (the JSON file Google issues) and
@@ -134,15 +93,9 @@ func NewGoogle(ctx context.Context, keyJSON []byte, client *http.Client) (*Googl
 	if err != nil {
 		return nil, invalidKey("x/oauth2 cannot read it")
 	}
-	return &Google{
-		cfg:    cfg,
-		email:  k.ClientEmail,
-		client: client,
-		now:    time.Now,
-		wait:   sleep,
-		jitter: rand.Float64,
-		ready:  make(chan struct{}),
-	}, nil
+	g := &Google{cfg: cfg, email: k.ClientEmail, client: client}
+	g.refresher = newRefresher("google credential", g.fetch)
+	return g, nil
 }
 
 func invalidKey(why string) error { return fmt.Errorf("%w: %s", ErrInvalidKey, why) }
@@ -199,26 +152,7 @@ func (g *Google) LogValue() slog.Value { return slog.StringValue(g.String()) }
 // wrapping ErrNoToken, and once the token is expired (or within seconds
 // of it) one wrapping ErrTokenExpired; both say why the last refresh
 // failed, if it did.
-func (g *Google) Token() (string, error) {
-	s := g.state.Load()
-	switch {
-	case s == nil || s.token == "":
-		return "", g.stateError(ErrNoToken, s)
-	case !g.now().Before(s.expiry.Add(-expiryMargin)):
-		return "", g.stateError(ErrTokenExpired, s)
-	}
-	return s.token, nil
-}
-
-func (g *Google) stateError(base error, s *googleState) error {
-	switch {
-	case s != nil && s.failure != "":
-		return fmt.Errorf("%w (last refresh: %s)", base, s.failure)
-	case !g.running.Load():
-		return fmt.Errorf("%w (not refreshing: Run is not running)", base)
-	}
-	return base
-}
+func (g *Google) Token() (string, error) { return g.token() }
 
 // Ready is closed once Run has obtained the first token: the gateway can
 // hold its readiness until then.
@@ -229,34 +163,10 @@ func (g *Google) Ready() <-chan struct{} { return g.ready }
 // jittered exponential backoff (1 s doubling to 1 min); meanwhile Token
 // keeps returning the previous token until it expires. Run returns nil
 // when ctx is done, and an error only if it is already running.
-func (g *Google) Run(ctx context.Context) error {
-	if !g.running.CompareAndSwap(false, true) {
-		return errors.New("google credential: Run is already running")
-	}
-	defer g.running.Store(false)
-	failures := 0
-	for {
-		next, err := g.refresh(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			g.fail(err)
-			failures++
-			next = g.backoff(failures)
-		} else {
-			failures = 0
-		}
-		if g.wait(ctx, next) != nil {
-			return nil
-		}
-	}
-}
+func (g *Google) Run(ctx context.Context) error { return g.run(ctx) }
 
-// refresh gets a token and returns when to refresh it.
-func (g *Google) refresh(ctx context.Context) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
+// fetch gets a token and its lifetime.
+func (g *Google) fetch(ctx context.Context) (string, time.Duration, error) {
 	// x/oauth2's JWT flow sends its request without a context; the
 	// transport gives it ours, so that a hung endpoint or a shutdown
 	// ends it.
@@ -269,42 +179,13 @@ func (g *Google) refresh(ctx context.Context) (time.Duration, error) {
 	c.Transport = contextTransport{base: base, ctx: ctx, err: &sendErr}
 	tok, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, &c)).Token()
 	if err != nil {
-		return 0, describe(ctx, err, sendErr)
+		return "", 0, describe(ctx, err, sendErr)
 	}
-	switch {
-	case tok.AccessToken == "":
-		return 0, errors.New("the token endpoint answered without an access_token")
-	case tok.Expiry.IsZero():
-		return 0, errors.New("the token endpoint answered without expires_in")
+	if tok.AccessToken != "" && tok.Expiry.IsZero() {
+		return "", 0, errors.New("the token endpoint answered without expires_in")
 	}
-	// The expiry is on the real clock; the lifetime carries it over to
-	// g.now's.
-	lifetime := time.Until(tok.Expiry)
-	if lifetime <= expiryMargin {
-		return 0, errors.New("the token endpoint answered a token about to expire")
-	}
-	g.state.Store(&googleState{token: tok.AccessToken, expiry: g.now().Add(lifetime)})
-	g.readyOnce.Do(func() { close(g.ready) })
-	return max(time.Duration(float64(lifetime)*refreshAt), minRefresh), nil
-}
-
-// fail records a failed refresh, keeping the current token.
-func (g *Google) fail(err error) {
-	s := &googleState{failure: err.Error()}
-	if old := g.state.Load(); old != nil {
-		s.token, s.expiry = old.token, old.expiry
-	}
-	g.state.Store(s)
-}
-
-// backoff is the wait before retry n (from 1): retryBase doubled n−1
-// times, at most retryMax, then drawn from its upper half.
-func (g *Google) backoff(n int) time.Duration {
-	d := retryMax
-	if n <= 6 {
-		d = min(retryBase<<(n-1), retryMax)
-	}
-	return d/2 + time.Duration(g.jitter()*float64(d/2))
+	// The expiry is on the real clock.
+	return tok.AccessToken, time.Until(tok.Expiry), nil
 }
 
 // describe says why a token request failed without quoting what could
@@ -368,16 +249,4 @@ func (t contextTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		*t.err = err
 	}
 	return resp, err
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -525,17 +525,17 @@ func TestGooglePrintsNoSecret(t *testing.T) {
 
 func TestBackoff(t *testing.T) {
 	t.Parallel()
-	g := &Google{jitter: func() float64 { return 0.999 }}
+	r := &refresher{jitter: func() float64 { return 0.999 }}
 	var prev time.Duration
 	for n := 1; n <= 100; n++ {
-		d := g.backoff(n)
+		d := r.backoff(n)
 		if d < prev || d > retryMax {
 			t.Errorf("backoff(%d) = %v after %v, want growing to at most %v", n, d, prev, retryMax)
 		}
 		prev = d
 	}
-	g.jitter = func() float64 { return 0 }
-	if d := g.backoff(1); d != retryBase/2 {
+	r.jitter = func() float64 { return 0 }
+	if d := r.backoff(1); d != retryBase/2 {
 		t.Errorf("backoff(1) with no jitter = %v, want %v", d, retryBase/2)
 	}
 }

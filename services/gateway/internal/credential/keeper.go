@@ -9,7 +9,8 @@ import (
 )
 
 // Keeper holds the upstream credentials that need background work (Google
-// access tokens, AWS credentials that expire), one per provider: a
+// and Entra ID access tokens, AWS credentials that expire), one per
+// provider: a
 // snapshot asks for them when it is built, the Keeper starts a refresher
 // the first time and hands the same credential out while its
 // configuration is unchanged, and Retain stops those no snapshot names any
@@ -17,10 +18,14 @@ import (
 type Keeper struct {
 	client *http.Client
 	log    *slog.Logger
+	// entraHost is the Entra ID authority host of Azure credentials;
+	// empty for the Azure public cloud's.
+	entraHost string
 
 	mu     sync.Mutex
 	ctx    context.Context // nil until Run
 	google map[string]*kept[*Google]
+	azure  map[string]*kept[*Azure]
 	aws    map[string]*kept[*AWS]
 }
 
@@ -37,7 +42,16 @@ func NewKeeper(client *http.Client, log *slog.Logger) *Keeper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{client: client, log: log, google: map[string]*kept[*Google]{}, aws: map[string]*kept[*AWS]{}}
+	return &Keeper{client: client, log: log, google: map[string]*kept[*Google]{}, azure: map[string]*kept[*Azure]{}, aws: map[string]*kept[*AWS]{}}
+}
+
+// WithEntraAuthority makes the Keeper's Azure credentials get their tokens
+// from the Entra ID authority at host (an https URL, such as a sovereign
+// cloud's or a test's fake) instead of the Azure public cloud's. Call it
+// before the first credential.
+func (k *Keeper) WithEntraAuthority(host string) *Keeper {
+	k.entraHost = host
+	return k
 }
 
 // Run keeps the refreshers running until ctx ends; credentials asked for
@@ -45,15 +59,18 @@ func NewKeeper(client *http.Client, log *slog.Logger) *Keeper {
 func (k *Keeper) Run(ctx context.Context) error {
 	k.mu.Lock()
 	k.ctx = ctx
-	for name, e := range k.google {
-		k.start(name, e.run, &e.cancel)
-	}
-	for name, e := range k.aws {
-		k.start(name, e.run, &e.cancel)
-	}
+	startAll(k, k.google)
+	startAll(k, k.azure)
+	startAll(k, k.aws)
 	k.mu.Unlock()
 	<-ctx.Done()
 	return nil
+}
+
+func startAll[T any](k *Keeper, m map[string]*kept[T]) {
+	for name, e := range m {
+		k.start(name, e.run, &e.cancel)
+	}
 }
 
 // start runs a refresher under the Keeper's context; k.mu is held.
@@ -73,41 +90,48 @@ func (k *Keeper) start(name string, run func(context.Context) error, cancel *con
 // Google returns the service-account credential of provider name for
 // keyJSON, the one already kept when keyJSON is unchanged.
 func (k *Keeper) Google(ctx context.Context, name string, keyJSON []byte) (*Google, error) {
-	print := sha256.Sum256(keyJSON)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if e, ok := k.google[name]; ok && e.print == print {
-		return e.cred, nil
-	}
-	g, err := NewGoogle(ctx, keyJSON, k.client)
-	if err != nil {
-		return nil, err
-	}
-	k.stop(k.google[name])
-	e := &kept[*Google]{cred: g, print: print, run: g.Run}
-	k.google[name] = e
-	k.start(name, e.run, &e.cancel)
-	return g, nil
+	return keep(k, k.google, name, sha256.Sum256(keyJSON), func() (*Google, error) {
+		return NewGoogle(ctx, keyJSON, k.client)
+	})
+}
+
+// Azure returns the Entra ID credential of provider name for
+// credentialJSON (client credentials), the one already kept when
+// credentialJSON is unchanged.
+func (k *Keeper) Azure(ctx context.Context, name string, credentialJSON []byte) (*Azure, error) {
+	return keep(k, k.azure, name, sha256.Sum256(credentialJSON), func() (*Azure, error) {
+		return NewAzure(ctx, credentialJSON, k.client, k.entraHost)
+	})
 }
 
 // AWS returns the AWS credential of provider name for credentialJSON and
 // region, the one already kept when both are unchanged.
 func (k *Keeper) AWS(ctx context.Context, name string, credentialJSON []byte, region string) (*AWS, error) {
 	print := sha256.Sum256(append(append([]byte(region), 0), credentialJSON...))
+	return keep(k, k.aws, name, print, func() (*AWS, error) {
+		return NewAWS(ctx, credentialJSON, region, k.client)
+	})
+}
+
+// keep returns the credential kept in m for name if it was made from the
+// configuration whose hash is print; otherwise it makes one with build,
+// stops the one it replaces and starts the new one's refresher.
+func keep[T interface{ Run(context.Context) error }](k *Keeper, m map[string]*kept[T], name string, print [32]byte, build func() (T, error)) (T, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if e, ok := k.aws[name]; ok && e.print == print {
+	if e, ok := m[name]; ok && e.print == print {
 		return e.cred, nil
 	}
-	a, err := NewAWS(ctx, credentialJSON, region, k.client)
+	c, err := build()
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
-	k.stop(k.aws[name])
-	e := &kept[*AWS]{cred: a, print: print, run: a.Run}
-	k.aws[name] = e
+	k.stop(m[name])
+	e := &kept[T]{cred: c, print: print, run: c.Run}
+	m[name] = e
 	k.start(name, e.run, &e.cancel)
-	return a, nil
+	return c, nil
 }
 
 func (k *Keeper) stop(e interface{ stopIt() }) {
@@ -126,16 +150,16 @@ func (e *kept[T]) stopIt() {
 func (k *Keeper) Retain(names map[string]bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for name, e := range k.google {
+	retain(k.google, names)
+	retain(k.azure, names)
+	retain(k.aws, names)
+}
+
+func retain[T any](m map[string]*kept[T], names map[string]bool) {
+	for name, e := range m {
 		if !names[name] {
 			e.stopIt()
-			delete(k.google, name)
-		}
-	}
-	for name, e := range k.aws {
-		if !names[name] {
-			e.stopIt()
-			delete(k.aws, name)
+			delete(m, name)
 		}
 	}
 }

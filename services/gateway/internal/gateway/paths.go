@@ -7,6 +7,7 @@ import (
 	"github.com/moat-ai/moat/services/gateway/internal/ir"
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/awsstream"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openaichat"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/openairesp"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
@@ -144,7 +145,8 @@ func upstreamStreamRefusal(e wire.UpstreamError) *Refusal {
 	return d
 }
 
-// messagesNative serves Anthropic clients from Anthropic providers.
+// messagesNative serves Anthropic clients from providers speaking
+// Anthropic's format: Anthropic, and Claude on Vertex AI and on Bedrock.
 type messagesNative struct{}
 
 func (messagesNative) native() bool { return true }
@@ -159,6 +161,12 @@ func (messagesNative) whole(c *Call, body []byte) ([]byte, *Refusal) {
 }
 
 func (messagesNative) upstreamError(c *Call, status int, body []byte) ([]byte, *Refusal) {
+	if c.route.Provider.AWSErrors() {
+		// Bedrock's errors are AWS's even when its answers are
+		// Anthropic's: relayed, they would not parse as Anthropic's.
+		e, ok := awsstream.DecodeError(body, c.upstreamErrorType)
+		return nil, providerRefusal(status, e, ok)
+	}
 	return passError(c, status, body)
 }
 
@@ -181,6 +189,9 @@ func (s *messagesNativeStream) event(out []byte, ev sse.Event) ([]byte, bool, *R
 		return out, false, nil
 	case anthropic.EventError:
 		e, _ := anthropic.DecodeError(ev.Data)
+		// A rate limit in a stream (Bedrock's throttling) is, like an
+		// overload, worth another attempt, as on the Converse path.
+		e.Overloaded = e.Overloaded || e.Type == "rate_limit_error"
 		return out, true, upstreamStreamRefusal(e)
 	}
 	return out, true, nil

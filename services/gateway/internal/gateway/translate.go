@@ -158,6 +158,14 @@ func (t translated) upstreamError(c *Call, status int, body []byte) ([]byte, *Re
 	case wire.Converse:
 		e, ok = converse.DecodeError(body, c.upstreamErrorType)
 	}
+	return nil, providerRefusal(status, e, ok)
+}
+
+// providerRefusal is what the client is told, in its own format, of an
+// error answer with status that a provider's codec read as e (ok false
+// when it read nothing): the provider's status (a 429 stays a 429, with
+// its Retry-After) and its message.
+func providerRefusal(status int, e wire.UpstreamError, ok bool) *Refusal {
 	d := &Refusal{Status: status, Type: typeForStatus(status), Code: CodeUpstreamError, Gate: GateUpstream,
 		Message: "The provider refused the request."}
 	if ok && e.Message != "" {
@@ -169,7 +177,7 @@ func (t translated) upstreamError(c *Call, status int, body []byte) ([]byte, *Re
 	if status == http.StatusTooManyRequests {
 		d.Code = "rate_limit_exceeded"
 	}
-	return nil, d
+	return d
 }
 
 func typeForStatus(status int) string {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/moat-ai/moat/services/gateway/internal/egress"
 	"github.com/moat-ai/moat/services/gateway/internal/provider"
+	"github.com/moat-ai/moat/services/gateway/internal/wire"
+	"github.com/moat-ai/moat/services/gateway/internal/wire/anthropic"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/awsstream"
 	"github.com/moat-ai/moat/services/gateway/internal/wire/sse"
 )
@@ -112,7 +114,14 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 	case provider.Success:
 		ct := resp.Header.Get("Content-Type")
 		if c.Stream && (isEventStream(ct) || isAWSEventStream(ct)) {
-			g.relayStream(w, r, ctx, c, respBody, pa.stream(c), isAWSEventStream(ct))
+			fr := framingSSE
+			switch {
+			case isAWSEventStream(ct) && upAPI == wire.Anthropic:
+				fr = framingAWSChunks
+			case isAWSEventStream(ct):
+				fr = framingAWS
+			}
+			g.relayStream(w, r, ctx, c, respBody, pa.stream(c), fr)
 			return
 		}
 	}
@@ -124,7 +133,7 @@ func (g *Gateway) call(w http.ResponseWriter, r *http.Request, c *Call) {
 func (g *Gateway) fail(w http.ResponseWriter, c *Call, d *Refusal) { c.refuse(w, d) }
 
 // isAWSEventStream reports AWS's binary event stream (Bedrock's
-// converse-stream).
+// converse-stream and invoke-with-response-stream).
 func isAWSEventStream(contentType string) bool {
 	return strings.HasPrefix(contentType, "application/vnd.amazon.eventstream")
 }
@@ -201,16 +210,21 @@ func retryAfter(v string) time.Duration {
 // whenever no more input is at hand, so that nothing waits in a buffer. A
 // failure after the commit point ends the stream with a terminal error in
 // the client's format.
-func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx context.Context, c *Call, body io.Reader, s streamer, aws bool) {
+func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx context.Context, c *Call, body io.Reader, s streamer, fr framing) {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(body)
 	defer func() {
 		br.Reset(nil)
 		readerPool.Put(br)
 	}()
-	var rd frames = sse.NewReader(br, maxStreamEvent)
-	if aws {
+	var rd frames
+	switch fr {
+	case framingAWS:
 		rd = awsFrames{awsstream.NewReader(br, maxStreamEvent)}
+	case framingAWSChunks:
+		rd = anthropic.NewBedrockStream(awsstream.NewReader(br, maxStreamEvent))
+	default:
+		rd = sse.NewReader(br, maxStreamEvent)
 	}
 	buf := GetBuffer()
 	defer PutBuffer(buf)
@@ -319,6 +333,21 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 		}
 	}
 }
+
+// framing is how a provider's stream frames its events.
+type framing uint8
+
+const (
+	// framingSSE is server-sent events.
+	framingSSE framing = iota
+	// framingAWS is AWS's binary event stream, a frame per event
+	// (Bedrock's ConverseStream).
+	framingAWS
+	// framingAWSChunks is AWS's binary event stream whose chunk frames
+	// carry Anthropic's SSE events (InvokeModelWithResponseStream for
+	// Claude), relayed as those events.
+	framingAWSChunks
+)
 
 // frames is a reader of stream events: SSE, or AWS's binary event
 // stream seen as events of the same shape.

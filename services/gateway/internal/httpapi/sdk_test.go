@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -60,8 +61,11 @@ var kinds = []struct {
 	// path is appended to the mock's address for the base URL.
 	path string
 	// prefix starts the route's upstream model (Vertex picks the
-	// publisher by it).
-	prefix  string
+	// publisher by it, Bedrock the API: Claude's own through InvokeModel
+	// for Anthropic clients, Converse for the rest).
+	prefix string
+	// entra configures Entra ID client credentials instead of a key.
+	entra   bool
 	azure   *configv1.AzureSettings
 	vertex  *configv1.VertexSettings
 	bedrock *configv1.BedrockSettings
@@ -71,17 +75,54 @@ var kinds = []struct {
 	{name: "anthropic", typ: configv1.Provider_TYPE_ANTHROPIC, path: "/v1"},
 	{name: "azure_v1", typ: configv1.Provider_TYPE_AZURE_OPENAI},
 	{name: "azure_deployment", typ: configv1.Provider_TYPE_AZURE_OPENAI, azure: &configv1.AzureSettings{ApiVersion: "2024-10-21"}},
+	{name: "azure_entra", typ: configv1.Provider_TYPE_AZURE_OPENAI, entra: true},
 	{name: "gemini", typ: configv1.Provider_TYPE_GEMINI, path: "/v1beta", prefix: "gemini-"},
 	{name: "vertex_gemini", typ: configv1.Provider_TYPE_VERTEX_AI, prefix: "gemini-", vertex: &configv1.VertexSettings{Project: "p1", Location: "us-east5"}},
 	{name: "vertex_claude", typ: configv1.Provider_TYPE_VERTEX_AI, prefix: "claude-", vertex: &configv1.VertexSettings{Project: "p1", Location: "us-east5"}},
-	{name: "bedrock", typ: configv1.Provider_TYPE_BEDROCK, prefix: "anthropic.claude-", bedrock: &configv1.BedrockSettings{Region: "us-east-1"}},
+	{name: "bedrock", typ: configv1.Provider_TYPE_BEDROCK, prefix: "amazon.nova-", bedrock: &configv1.BedrockSettings{Region: "us-east-1"}},
+	{name: "bedrock_claude", typ: configv1.Provider_TYPE_BEDROCK, prefix: "us.anthropic.claude-", bedrock: &configv1.BedrockSettings{Region: "us-east-1"}},
+}
+
+// bedrockPaths are the paths, whole and streamed, that the calls of an
+// Anthropic client (first pair) and of an OpenAI client (second) take at
+// each Bedrock kind.
+var bedrockPaths = map[string][2][2]string{
+	"bedrock":        {{"/converse", "/converse-stream"}, {"/converse", "/converse-stream"}},
+	"bedrock_claude": {{"/invoke", "/invoke-with-response-stream"}, {"/converse", "/converse-stream"}},
+}
+
+// checkPath checks that the last call to the mock behind model went to a
+// path ending in the one bedrockPaths gives kind, for an Anthropic client
+// or not, streamed or not; other kinds are not checked.
+func (f *sdkFixture) checkPath(t *testing.T, kind, model string, anthropicClient, stream bool) {
+	t.Helper()
+	paths, ok := bedrockPaths[kind]
+	if !ok {
+		return
+	}
+	client, mode := 1, 0
+	if anthropicClient {
+		client = 0
+	}
+	if stream {
+		mode = 1
+	}
+	last, _ := f.mocks[model].LastRequest()
+	if want := paths[client][mode]; !strings.HasSuffix(last.Path, want) {
+		t.Errorf("%s (anthropic client %v, stream %v) called %s, want .../%s", model, anthropicClient, stream, last.Path, want)
+	}
 }
 
 // credentialOf is what a provider of kind typ is configured with: a
 // service-account key for Vertex (whose token endpoint hands out the
-// mock's credential), static access keys for Bedrock, else the mock's key.
-func credentialOf(t *testing.T, typ configv1.Provider_Type, tokenURL string) []byte {
+// mock's credential), static access keys for Bedrock, Entra ID client
+// credentials when entra (whose tokens are the mock's credential too),
+// else the mock's key.
+func credentialOf(t *testing.T, typ configv1.Provider_Type, entra bool, tokenURL string) []byte {
 	t.Helper()
+	if entra {
+		return []byte(`{"tenantId": "moat-test.onmicrosoft.com", "clientId": "moat-gateway-test", "clientSecret": "` + entraSecret + `"}`)
+	}
 	switch typ {
 	case configv1.Provider_TYPE_VERTEX_AI:
 		return serviceAccountKey(t, tokenURL)
@@ -89,6 +130,39 @@ func credentialOf(t *testing.T, typ configv1.Provider_Type, tokenURL string) []b
 		return []byte(`{"accessKeyId":"AKIDMOATTEST","secretAccessKey":"bedrock-secret-for-tests"}`)
 	}
 	return []byte(upstreamCredential)
+}
+
+// entraSecret is the client secret of the Entra ID application the
+// azure_entra provider authenticates as.
+const entraSecret = "entra-secret-for-tests"
+
+// newEntraServer is a fake Microsoft Entra ID authority handing out the
+// mock's credential as the access token to the client credentials of
+// credentialOf; MSAL reads the tenant's OpenID configuration first.
+func newEntraServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	var srv *httptest.Server
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		base := srv.URL + "/" + r.PathValue("tenant")
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": base + "/v2.0",
+			"token_endpoint": base + "/oauth2/v2.0/token", "authorization_endpoint": base + "/oauth2/v2.0/authorize"})
+	})
+	mux.HandleFunc("POST /moat-test.onmicrosoft.com/oauth2/v2.0/token", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.ParseForm() != nil || r.PostForm.Get("grant_type") != "client_credentials" ||
+			r.PostForm.Get("client_id") != "moat-gateway-test" || r.PostForm.Get("client_secret") != entraSecret ||
+			!strings.Contains(r.PostForm.Get("scope"), credential.AzureScope) {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"token_type":"Bearer","expires_in":3599,"access_token":"`+upstreamCredential+`"}`)
+	})
+	srv = httptest.NewTLSServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // serviceAccountKey is a Google service-account key whose tokens come from
@@ -175,10 +249,12 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 		_, _ = io.WriteString(w, `{"access_token":"`+upstreamCredential+`","token_type":"Bearer","expires_in":3600}`)
 	}))
 	t.Cleanup(tokens.Close)
+	entra := newEntraServer(t)
 	type mock struct {
 		model, upstream string
 		cfg             providertest.Config
 		provider        *configv1.Provider
+		entra           bool
 	}
 	var mocks []mock
 	for _, k := range kinds {
@@ -193,19 +269,19 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 			if prefix == "" {
 				prefix = "upstream-"
 			}
-			mocks = append(mocks, mock{model, prefix + model, cfg, &configv1.Provider{Type: k.typ, BaseUrl: k.path, Azure: k.azure, Vertex: k.vertex, Bedrock: k.bedrock}})
+			mocks = append(mocks, mock{model, prefix + model, cfg, &configv1.Provider{Type: k.typ, BaseUrl: k.path, Azure: k.azure, Vertex: k.vertex, Bedrock: k.bedrock}, k.entra})
 		}
 	}
 	if o.slowModel {
 		mocks = append(mocks, mock{"slow-model", "upstream-slow-model", providertest.Config{Credential: upstreamCredential, Delay: 1500 * time.Millisecond},
-			&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}})
+			&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}, false})
 	}
 	if o.failing {
 		mocks = append(mocks,
 			mock{"wrongkey-model", "upstream-wrongkey-model", providertest.Config{Credential: "sk-another-key"},
-				&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}},
+				&configv1.Provider{Type: configv1.Provider_TYPE_OPENAI_COMPATIBLE, BaseUrl: "/v1"}, false},
 			mock{"down-model", "upstream-down-model", providertest.Config{Credential: upstreamCredential},
-				&configv1.Provider{Type: configv1.Provider_TYPE_ANTHROPIC, BaseUrl: "/v1"}})
+				&configv1.Provider{Type: configv1.Provider_TYPE_ANTHROPIC, BaseUrl: "/v1"}, false})
 	}
 	for _, mk := range mocks {
 		m := providertest.New(mk.cfg)
@@ -217,7 +293,7 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 		if mk.model == "down-model" {
 			p.BaseUrl = "http://" + closedAddr(t) + "/v1"
 		}
-		sealed, err := keyring.Seal(credentialOf(t, p.Type, tokens.URL), []byte(p.Name))
+		sealed, err := keyring.Seal(credentialOf(t, p.Type, mk.entra, tokens.URL), []byte(p.Name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +307,14 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 			}}})
 	}
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	creds := credential.NewKeeper(&http.Client{Transport: gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, loopback)}, log)
+	// The Keeper's client is the gateway's, trusting the fake Entra ID's
+	// certificate.
+	credTransport := gateway.NewTransport(gateway.Timeouts{Dial: 2 * time.Second, Header: 10 * time.Second}, loopback)
+	entraRoots := x509.NewCertPool()
+	entraRoots.AddCert(entra.Certificate())
+	credTransport.TLSClientConfig = &tls.Config{RootCAs: entraRoots, MinVersion: tls.VersionTLS12}
+	t.Cleanup(credTransport.CloseIdleConnections)
+	creds := credential.NewKeeper(&http.Client{Transport: credTransport}, log).WithEntraAuthority(entra.URL)
 	credCtx, stopCreds := context.WithCancel(context.Background())
 	t.Cleanup(stopCreds)
 	go func() { _ = creds.Run(credCtx) }()
@@ -269,19 +352,21 @@ func newSDKFixture(t *testing.T, opts ...sdkOption) *sdkFixture {
 	gw := httptest.NewServer(mux)
 	t.Cleanup(gw.Close)
 	f.url = gw.URL
-	// Vertex calls work once the keeper holds a first token.
-	eventually(t, 10*time.Second, "the Vertex providers have a token", func() bool {
-		r := f.postTo(t, "/v1/chat/completions", `{"model":"vertex_gemini-model","messages":[{"role":"user","content":"warm up"}]}`,
-			map[string]string{"Authorization": "Bearer " + f.key})
-		if r.status == http.StatusOK {
+	// Vertex and Entra ID calls work once the keeper holds a first token.
+	for _, model := range []string{"vertex_gemini-model", "azure_entra-model"} {
+		eventually(t, 10*time.Second, model+" has a token", func() bool {
+			r := f.postTo(t, "/v1/chat/completions", `{"model":"`+model+`","messages":[{"role":"user","content":"warm up"}]}`,
+				map[string]string{"Authorization": "Bearer " + f.key})
 			f.nextUsage(t)
-			return true
-		}
-		f.nextUsage(t)
-		return false
-	})
+			return r.status == http.StatusOK
+		})
+	}
+	// Entra ID credentials reach Azure as a bearer token, never as a key.
+	if last, _ := f.mocks["azure_entra-model"].LastRequest(); last.Header.Get("Authorization") != "Bearer "+upstreamCredential || last.Header.Get("Api-Key") != "" {
+		t.Fatalf("azure_entra sent Authorization %q, api-key %q; want the Entra ID token as a bearer", last.Header.Get("Authorization"), last.Header.Get("Api-Key"))
+	}
 	t.Cleanup(func() {
-		if l := logs.String(); strings.Contains(l, upstreamCredential) || strings.Contains(l, f.key) || strings.Contains(l, "bedrock-secret-for-tests") {
+		if l := logs.String(); strings.Contains(l, upstreamCredential) || strings.Contains(l, f.key) || strings.Contains(l, "bedrock-secret-for-tests") || strings.Contains(l, entraSecret) {
 			t.Errorf("a secret reached the logs:\n%s", l)
 		}
 	})
@@ -320,7 +405,7 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 	body := rec.Body.Bytes()
 	format := "openai"
 	switch {
-	case strings.HasSuffix(last.Path, "/messages"), strings.Contains(last.Path, "awPredict"):
+	case strings.HasSuffix(last.Path, "/messages"), strings.Contains(last.Path, "awPredict"), strings.Contains(last.Path, "/invoke"):
 		format = "anthropic"
 	case strings.Contains(last.Path, "enerateContent"):
 		format = "gemini"
@@ -356,8 +441,16 @@ func (f *sdkFixture) reported(t *testing.T, model string) ir.Usage {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(ev.Name) == "metadata" {
+			switch string(ev.Name) {
+			case "metadata":
 				u.Merge(converse.ReadUsage(ev.Data))
+			case "chunk":
+				// InvokeModel's: an Anthropic event in base64.
+				var c struct{ Bytes []byte }
+				if err := json.Unmarshal(ev.Data, &c); err != nil {
+					t.Fatal(err)
+				}
+				u.Merge(anthropicwire.ReadStreamUsage(anthropicwire.EventKind(nil, c.Bytes), c.Bytes))
 			}
 		}
 	case !strings.HasPrefix(ct, "text/event-stream"):
@@ -432,6 +525,7 @@ func TestOpenAISDK(t *testing.T) {
 				t.Errorf("plain usage = %+v, want prompt tokens with 2 cached", c.Usage)
 			}
 			f.checkUsage(t, model, false)
+			f.checkPath(t, k.name, model, false, false)
 
 			params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 			stream := client.Chat.Completions.NewStreaming(ctx, params)
@@ -446,6 +540,7 @@ func TestOpenAISDK(t *testing.T) {
 				t.Errorf("streamed answer = %+v", acc.ChatCompletion)
 			}
 			f.checkUsage(t, model, true)
+			f.checkPath(t, k.name, model, false, true)
 
 			tools := k.name + "-tools"
 			tp := openai.ChatCompletionNewParams{Model: tools, Tools: []openai.ChatCompletionToolUnionParam{weather},
@@ -459,6 +554,7 @@ func TestOpenAISDK(t *testing.T) {
 				t.Fatalf("tool answer = %s", c.RawJSON())
 			}
 			f.checkUsage(t, tools, false)
+			f.checkPath(t, k.name, tools, false, false)
 			tp.Messages = append(tp.Messages, c.Choices[0].Message.ToParam(), openai.ToolMessage("sunny and warm", calls[0].ID))
 			stream = client.Chat.Completions.NewStreaming(ctx, tp)
 			acc = openai.ChatCompletionAccumulator{}
@@ -472,6 +568,7 @@ func TestOpenAISDK(t *testing.T) {
 				t.Errorf("streamed tool answer = %+v", acc.ChatCompletion)
 			}
 			f.checkUsage(t, tools, true)
+			f.checkPath(t, k.name, tools, false, true)
 			// What the provider got holds the tool result, in its own format.
 			last, _ := f.mocks[tools].LastRequest()
 			if !bytes.Contains(last.Body, []byte("sunny and warm")) || (!strings.Contains(k.name, "gemini") && !bytes.Contains(last.Body, []byte(calls[0].ID))) {
@@ -506,6 +603,7 @@ func TestAnthropicSDK(t *testing.T) {
 				t.Errorf("plain usage = %+v, want input tokens with 2 read from the cache", m.Usage)
 			}
 			f.checkUsage(t, model, false)
+			f.checkPath(t, k.name, model, true, false)
 
 			stream := client.Messages.NewStreaming(ctx, params)
 			var acc anthropic.Message
@@ -521,6 +619,7 @@ func TestAnthropicSDK(t *testing.T) {
 				t.Errorf("streamed answer = %+v", acc)
 			}
 			f.checkUsage(t, model, true)
+			f.checkPath(t, k.name, model, true, true)
 
 			tools := k.name + "-tools"
 			tp := anthropic.MessageNewParams{Model: tools, MaxTokens: 100, Tools: []anthropic.ToolUnionParam{weather},
@@ -539,6 +638,7 @@ func TestAnthropicSDK(t *testing.T) {
 				t.Fatalf("tool answer = %s", m.RawJSON())
 			}
 			f.checkUsage(t, tools, false)
+			f.checkPath(t, k.name, tools, true, false)
 			tp.Messages = append(tp.Messages, m.ToParam(), anthropic.NewUserMessage(anthropic.NewToolResultBlock(use.ID, "sunny and warm", false)))
 			stream = client.Messages.NewStreaming(ctx, tp)
 			acc = anthropic.Message{}
@@ -554,6 +654,7 @@ func TestAnthropicSDK(t *testing.T) {
 				t.Errorf("streamed tool answer = %+v", acc)
 			}
 			f.checkUsage(t, tools, true)
+			f.checkPath(t, k.name, tools, true, true)
 			last, _ := f.mocks[tools].LastRequest()
 			// Gemini pairs results with calls by name and order: it has no ids.
 			if !bytes.Contains(last.Body, []byte("sunny and warm")) || (!strings.Contains(k.name, "gemini") && !bytes.Contains(last.Body, []byte(use.ID))) {

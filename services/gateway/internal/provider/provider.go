@@ -41,7 +41,8 @@ const (
 	// VertexAI is Google Cloud's Vertex AI: Gemini models, and Claude
 	// through Anthropic's format.
 	VertexAI
-	// Bedrock is AWS Bedrock, through the Converse API.
+	// Bedrock is AWS Bedrock, through the Converse API, and Claude also
+	// through InvokeModel in Anthropic's format.
 	Bedrock
 )
 
@@ -49,7 +50,8 @@ var kindNames = [...]string{KindUnknown: "unknown", OpenAICompatible: "openai_co
 	AzureOpenAI: "azure_openai", Gemini: "gemini", VertexAI: "vertex_ai", Bedrock: "bedrock"}
 
 // TokenSource hands out a current access token without I/O (a Google
-// service account's, refreshed in the background).
+// service account's or an Entra ID application's, refreshed in the
+// background).
 type TokenSource interface {
 	Token() (string, error)
 }
@@ -69,6 +71,19 @@ var VertexPublishers = []struct {
 	API       wire.API
 }{
 	{"claude-", "anthropic", wire.Anthropic},
+}
+
+// BedrockFormats says which Bedrock models are also served in their
+// maker's own format through InvokeModel, by a part of the model id (so
+// that foundation models, cross-region inference profiles such as
+// us.anthropic.claude-... or global.anthropic.claude-..., and ARNs naming
+// either match): data, not code. A client speaking that format is served
+// natively; every other client, and every other model, through Converse.
+var BedrockFormats = []struct {
+	Contains string
+	API      wire.API
+}{
+	{"anthropic.claude", wire.Anthropic},
 }
 
 func (k Kind) String() string {
@@ -97,6 +112,10 @@ type Config struct {
 	// Google authenticates a Vertex AI provider; AWS signs for Bedrock.
 	Google TokenSource
 	AWS    Signer
+	// Azure authenticates an Azure OpenAI provider whose Credential is
+	// Entra ID client credentials (a JSON object), with the tokens it
+	// hands out.
+	Azure TokenSource
 }
 
 // Provider is a provider ready to be called. It never prints its
@@ -120,6 +139,8 @@ type Provider struct {
 	vertexPath string
 	google     TokenSource
 	aws        Signer
+	// azure is set for Entra ID credentials, nil for an API key.
+	azure TokenSource
 }
 
 // Defaults of BaseURL per kind.
@@ -162,13 +183,15 @@ func New(c Config) *Provider {
 			p.headers["X-Api-Key"] = []string{string(c.Credential)}
 		}
 	case AzureOpenAI:
-		if bytes.HasPrefix(bytes.TrimSpace(c.Credential), []byte("{")) {
-			// TODO(gateway): Entra client credentials (azidentity, refreshed
-			// in the background) (#8).
-			p.Unusable = "Azure Entra ID client credentials are not supported by the gateway yet; use an API key"
-			return p
-		}
-		if len(c.Credential) > 0 {
+		switch {
+		case IsEntraCredential(c.Credential):
+			// Entra ID client credentials: a bearer token per request.
+			if c.Azure == nil {
+				p.Unusable = "an Azure OpenAI provider with Entra ID client credentials needs their token source"
+				return p
+			}
+			p.azure = c.Azure
+		case len(c.Credential) > 0:
 			p.headers["Api-Key"] = []string{string(c.Credential)}
 		}
 		p.azureVersion = url.QueryEscape(c.AzureAPIVersion)
@@ -201,6 +224,13 @@ func New(c Config) *Provider {
 		p.Unusable = "base URL is not an absolute http(s) URL"
 	}
 	return p
+}
+
+// IsEntraCredential reports whether the credential of an Azure OpenAI
+// provider is Entra ID client credentials, a JSON object, rather than an
+// API key: no API key starts with a brace.
+func IsEntraCredential(credential []byte) bool {
+	return bytes.HasPrefix(bytes.TrimSpace(credential), []byte("{"))
 }
 
 // Unusable returns a provider that cannot be called, for reason (which
@@ -262,8 +292,17 @@ func (p *Provider) Upstream(client wire.API) (wire.API, bool) {
 }
 
 // UpstreamFor is Upstream for one model: a Vertex AI provider serves
-// Claude models in Anthropic's format and the others in Gemini's.
+// Claude models in Anthropic's format and the others in Gemini's; a
+// Bedrock provider serves an Anthropic client calling Claude in
+// Anthropic's format (InvokeModel) and everything else through Converse.
 func (p *Provider) UpstreamFor(client wire.API, model string) (wire.API, bool) {
+	if p.Kind == Bedrock {
+		for _, f := range BedrockFormats {
+			if client == f.API && strings.Contains(model, f.Contains) {
+				return f.API, true
+			}
+		}
+	}
 	if p.Kind != VertexAI {
 		return p.Upstream(client)
 	}
@@ -350,7 +389,7 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 		case pub == "anthropic" && c.API == wire.Anthropic:
 			// Claude on Vertex: the model is in the URL, the version in
 			// the body.
-			body = anthropic.ForVertex(body)
+			body = anthropic.ForPlatform(body, anthropic.Vertex, nil)
 			verb := ":rawPredict"
 			if c.Stream {
 				verb = ":streamRawPredict"
@@ -360,6 +399,17 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 			u = p.base + p.vertexPath + pub + path
 		default:
 			return nil, fmt.Errorf("provider %s: wire API %s not served on Vertex", p.Name, c.API)
+		}
+	case Bedrock:
+		if c.API == wire.Anthropic {
+			// Claude on Bedrock: the model and the streaming are in the
+			// URL, the version and the betas in the body.
+			body = anthropic.ForPlatform(body, anthropic.Bedrock, c.Header.Values("Anthropic-Beta"))
+			verb := "/invoke"
+			if c.Stream {
+				verb = "/invoke-with-response-stream"
+			}
+			u = p.base + "/model/" + url.PathEscape(c.Model) + verb
 		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
@@ -378,15 +428,21 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 	for k, v := range p.headers {
 		h[k] = v
 	}
-	switch p.Kind {
-	case VertexAI:
-		tok, err := p.google.Token()
+	var tokens TokenSource
+	switch {
+	case p.Kind == VertexAI:
+		tokens = p.google
+	case p.Kind == AzureOpenAI && p.azure != nil:
+		tokens = p.azure
+	}
+	if tokens != nil {
+		tok, err := tokens.Token()
 		if err != nil {
 			return nil, fmt.Errorf("provider %s: %w", p.Name, err)
 		}
 		h["Authorization"] = []string{"Bearer " + tok}
 	}
-	if c.API == wire.Converse && c.Stream {
+	if p.Kind == Bedrock && c.Stream {
 		h["Accept"] = []string{"application/vnd.amazon.eventstream"}
 	}
 	if p.Kind == Anthropic {
@@ -406,6 +462,12 @@ func (p *Provider) NewRequest(ctx context.Context, c Call) (*http.Request, error
 	}
 	return req, nil
 }
+
+// AWSErrors reports whether the provider answers errors in AWS's shape,
+// {"message"} with the type in the X-Amzn-ErrorType header, whatever the
+// wire API of its successful answers: Bedrock's InvokeModel answers in
+// Anthropic's format, but fails in AWS's.
+func (p *Provider) AWSErrors() bool { return p.Kind == Bedrock }
 
 // Class is what a provider's answer means for the call.
 type Class uint8

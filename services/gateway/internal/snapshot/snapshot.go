@@ -199,7 +199,8 @@ type Store struct {
 	keyring *secretbox.Keyring
 	log     *slog.Logger
 	// creds keeps the credentials that refresh in the background
-	// (Vertex, Bedrock); nil when none may be built (tests).
+	// (Vertex, Bedrock, Azure with Entra ID); nil when none may be built
+	// (tests).
 	creds *credential.Keeper
 	cur   atomic.Pointer[Snapshot]
 	ready atomic.Bool
@@ -221,7 +222,8 @@ func NewStore(keyring *secretbox.Keyring, log *slog.Logger) *Store {
 }
 
 // WithCredentials makes the store build Vertex AI and Bedrock providers,
-// whose credentials k keeps refreshed. Call it before the first snapshot.
+// and Azure OpenAI ones with Entra ID client credentials, whose
+// credentials k keeps refreshed. Call it before the first snapshot.
 func (s *Store) WithCredentials(k *credential.Keeper) *Store {
 	s.creds = k
 	return s
@@ -335,13 +337,18 @@ func (s *Store) provider(gp *configv1.GatewayProvider) *provider.Provider {
 }
 
 // withCredentials builds the background-refreshed credential of a Vertex
-// AI or Bedrock provider into c, or returns the provider as unusable when
-// it cannot be had. Building one does no I/O for Vertex (tokens come from
-// the refresher) and, for Bedrock, at most one credential lookup, at
-// snapshot time, never on a request.
+// AI or Bedrock provider, or of an Azure OpenAI provider with Entra ID
+// client credentials, into c, or returns the provider as unusable when
+// it cannot be had. Building one does no I/O for Vertex and Azure (tokens
+// come from the refresher) and, for Bedrock, at most one credential
+// lookup, at snapshot time, never on a request.
 func (s *Store) withCredentials(c *provider.Config) *provider.Provider {
 	switch c.Kind {
 	case provider.VertexAI, provider.Bedrock:
+	case provider.AzureOpenAI:
+		if !provider.IsEntraCredential(c.Credential) {
+			return nil // an API key
+		}
 	default:
 		return nil
 	}
@@ -351,9 +358,12 @@ func (s *Store) withCredentials(c *provider.Config) *provider.Provider {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var err error
-	if c.Kind == provider.VertexAI {
+	switch c.Kind {
+	case provider.VertexAI:
 		c.Google, err = s.creds.Google(ctx, c.Name, c.Credential)
-	} else {
+	case provider.AzureOpenAI:
+		c.Azure, err = s.creds.Azure(ctx, c.Name, c.Credential)
+	default:
 		c.AWS, err = s.creds.AWS(ctx, c.Name, c.Credential, c.BedrockRegion)
 	}
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/moat-ai/moat/libs/secretbox"
 	configv1 "github.com/moat-ai/moat/proto/gen/go/moat/config/v1"
+	upstream "github.com/moat-ai/moat/services/gateway/internal/credential"
 	"github.com/moat-ai/moat/services/gateway/internal/provider"
 	"github.com/moat-ai/moat/services/gateway/internal/snapshot"
 	"github.com/moat-ai/moat/services/gateway/internal/wire"
@@ -233,5 +236,72 @@ func TestFreshness(t *testing.T) {
 	f.Up()
 	if a, _ := f.Age(t0.Add(time.Minute)); a != 0 {
 		t.Errorf("Age after reconnecting = %v, want 0", a)
+	}
+}
+
+// sealedProvider is a provider of type typ whose credential is cred.
+func sealedProvider(t *testing.T, k *secretbox.Keyring, name string, typ configv1.Provider_Type, baseURL, cred string) *configv1.ConfigResource {
+	t.Helper()
+	s, err := k.Seal([]byte(cred), []byte(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &configv1.ConfigResource{Resource: &configv1.ConfigResource_Provider{Provider: &configv1.GatewayProvider{
+		Provider:   &configv1.Provider{Name: name, Type: typ, BaseUrl: baseURL},
+		Credential: &configv1.SealedSecret{KekId: s.KEKID, WrappedKey: s.WrappedKey, Ciphertext: s.Ciphertext},
+	}}}
+}
+
+// TestAzureEntra checks that Azure OpenAI providers with Entra ID client
+// credentials get theirs from the Keeper (and wait for its token), that
+// one whose credential is refused is unusable with a reason that holds no
+// secret, and that API keys need no Keeper.
+func TestAzureEntra(t *testing.T) {
+	t.Parallel()
+	const (
+		az     = configv1.Provider_TYPE_AZURE_OPENAI
+		base   = "https://res.openai.azure.com"
+		secret = "SECRET-entra-client"
+	)
+	entra := `{"tenantId": "t1", "clientId": "c1", "clientSecret": "` + secret + `"}`
+	k := keyring(t)
+	resources := []*configv1.ConfigResource{
+		sealedProvider(t, k, "orgs/a/providers/key", az, base, credential),
+		sealedProvider(t, k, "orgs/a/providers/entra", az, base, entra),
+		sealedProvider(t, k, "orgs/a/providers/bad", az, base, `{"tenantId": "t1", "clientId": "`+secret+`"}`),
+	}
+	var logs bytes.Buffer
+	st := snapshot.NewStore(k, slog.New(slog.NewJSONHandler(&logs, nil))).WithCredentials(upstream.NewKeeper(http.DefaultClient, nil))
+	st.Replace(1, resources)
+	s := st.Load()
+	call := provider.Call{API: wire.OpenAIChat, Model: "m", Body: []byte("{}")}
+
+	p, _ := s.Provider("orgs/a/providers/key")
+	if req, err := p.NewRequest(t.Context(), call); err != nil || req.Header.Get("Api-Key") != credential {
+		t.Errorf("API key provider: %v, %v", req, err)
+	}
+	p, _ = s.Provider("orgs/a/providers/entra")
+	if p.Unusable != "" {
+		t.Fatalf("Entra provider unusable: %s", p.Unusable)
+	}
+	// The Keeper is not running: no token yet, and no request.
+	if _, err := p.NewRequest(t.Context(), call); !errors.Is(err, upstream.ErrNoToken) {
+		t.Errorf("Entra provider before a token: %v, want ErrNoToken", err)
+	}
+	p, _ = s.Provider("orgs/a/providers/bad")
+	if want := "credential: azure credential: invalid Entra ID client credentials: clientSecret is missing"; p.Unusable != want {
+		t.Errorf("bad Entra provider Unusable = %q, want %q", p.Unusable, want)
+	}
+
+	bare := snapshot.NewStore(k, slog.New(slog.NewJSONHandler(&logs, nil)))
+	bare.Replace(1, resources)
+	if p, _ := bare.Load().Provider("orgs/a/providers/entra"); p.Unusable != "this gateway builds no background credentials" {
+		t.Errorf("Entra provider without a Keeper: Unusable = %q", p.Unusable)
+	}
+	if p, _ := bare.Load().Provider("orgs/a/providers/key"); p.Unusable != "" {
+		t.Errorf("API key provider without a Keeper: Unusable = %q", p.Unusable)
+	}
+	if strings.Contains(logs.String(), secret) {
+		t.Errorf("a log line holds the secret: %s", logs.String())
 	}
 }

@@ -1,12 +1,13 @@
 // Package awsstream reads AWS eventstream framing
 // (application/vnd.amazon.eventstream), the binary framing of Bedrock's
 // ConverseStream and InvokeModelWithResponseStream answers, frame by
-// frame. It offers the shape of the sse package's reader, so that the
-// relay loop treats both alike: Next returns one event's name and data,
-// io.EOF at the end. The frames' CRCs and headers are checked and decoded
-// by the AWS SDK's eventstream package; this package only bounds what it
-// buffers and names what a codec needs. It does no I/O of its own beyond
-// reading the io.Reader it is given.
+// frame, and AWS's error shape, which both APIs share. It offers the
+// shape of the sse package's reader, so that the relay loop treats both
+// alike: Next returns one event's name and data, io.EOF at the end. The
+// frames' CRCs and headers are checked and decoded by the AWS SDK's
+// eventstream package; this package only bounds what it buffers and names
+// what a codec needs. It does no I/O of its own beyond reading the
+// io.Reader it is given.
 package awsstream
 
 import (
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 
@@ -193,7 +195,7 @@ func grow(b []byte, n int) []byte {
 // bound cuts an upstream's value quoted in an error to a readable length.
 func bound(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "..."
+		return strings.ToValidUTF8(s[:64], "") + "..."
 	}
 	return s
 }
