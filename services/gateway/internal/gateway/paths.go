@@ -258,6 +258,16 @@ func (s *respNativeStream) fail(out []byte, d *Refusal) ([]byte, bool) {
 	return openairesp.StreamErrorEvent(out, d.Code, d.Message, int(s.seq)+1), true
 }
 
+// errorRelayer is a streamer whose provider's error events are already in
+// the client's own API (the native paths relay them as they came): after
+// the commit point such an event is the client's terminal error, and the
+// gateway adds none of its own, which would end the stream twice.
+type errorRelayer interface{ relaysErrors() }
+
+func (*chatNativeStream) relaysErrors()     {}
+func (*messagesNativeStream) relaysErrors() {}
+func (*respNativeStream) relaysErrors()     {}
+
 // streamFailer is a streamer that writes its own terminal error event (the
 // Responses stream numbers its events).
 type streamFailer interface {

@@ -315,7 +315,9 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, ctx contex
 				g.fail(w, c, d)
 				return
 			}
-			out = g.streamError(out, c, s, d)
+			if _, relayed := s.(errorRelayer); !relayed {
+				out = g.streamError(out, c, s, d)
+			}
 			_ = write() && flush() // best effort: the stream is ending on an error already
 			return
 		}

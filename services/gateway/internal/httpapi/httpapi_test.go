@@ -134,7 +134,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		t.Cleanup(srv.Close)
 		return m, srv.URL + "/v1"
 	}
-	var fastURL, slowURL, stallingURL, limitedURL string
+	var fastURL, slowURL, stallingURL, limitedURL, breakingURL string
 	f.fast, fastURL = serveMock(providertest.Config{Credential: upstreamCredential, Chunks: 3}, nil)
 	f.fastAddr = strings.TrimSuffix(strings.TrimPrefix(fastURL, "http://"), "/v1")
 	_, fastPort, err := net.SplitHostPort(f.fastAddr)
@@ -146,6 +146,13 @@ func newFixture(t *testing.T, o options) *fixture {
 	_, limitedURL = serveMock(providertest.Config{Credential: upstreamCredential}, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Header.Set(providertest.HeaderError, "429")
+			h.ServeHTTP(w, r)
+		})
+	})
+
+	_, breakingURL = serveMock(providertest.Config{Credential: upstreamCredential, Chunks: 3}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Set(providertest.HeaderStreamError, "1")
 			h.ServeHTTP(w, r)
 		})
 	})
@@ -198,6 +205,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		provider("slow", slowURL, upstreamCredential, ""),
 		provider("stalling", stallingURL, upstreamCredential, ""),
 		provider("limited", limitedURL, upstreamCredential, ""),
+		provider("breaking", breakingURL, upstreamCredential, ""),
 		provider("down", "http://"+closedAddr(t)+"/v1", upstreamCredential, ""),
 		provider("badcred", fastURL, "sk-not-the-right-one", ""),
 		provider("sealed-elsewhere", fastURL, upstreamCredential, org+"/providers/another"),
@@ -207,6 +215,7 @@ func newFixture(t *testing.T, o options) *fixture {
 		route(project, "stalling", "stalling-model", "stalling"),
 		route(project, "limited", "limited-model", "limited"),
 		route(project, "down", "down-model", "down"),
+		route(project, "breaking", "breaking-model", "breaking"),
 		route(project, "badcred", "badcred-model", "badcred"),
 		route(project, "broken", "broken-model", "sealed-elsewhere"),
 		route(project, "by-name", "by-name-model", "by-name"),
@@ -636,6 +645,26 @@ func TestStreamIdleTimeout(t *testing.T) {
 	}
 }
 
+// A provider's own error event after the commit point reaches an OpenAI
+// client as the stream's one terminal error, as the provider sent it: the
+// gateway adds none of its own.
+func TestStreamUpstreamErrorOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, options{})
+	r := f.post(t, f.projectKey, `{"model":"breaking-model","stream":true,"messages":[]}`, nil)
+	events := sse(t, r.body)
+	if r.status != http.StatusOK || len(events) != 2 {
+		t.Fatalf("got %d %q, want 200 with the one chunk sent before the break and one error", r.status, events)
+	}
+	var last openAIError
+	if err := json.Unmarshal([]byte(events[1]), &last); err != nil || last.Error.Type != "server_error" {
+		t.Errorf("last event = %s (%v), want the provider's OpenAI error", events[1], err)
+	}
+	if u := f.nextUsage(t); u.GetModel() != "breaking-model" || !u.GetStream() {
+		t.Errorf("usage = %v, want the broken stream recorded", u)
+	}
+}
+
 func TestUpstreamFailures(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, options{header: 300 * time.Millisecond})
@@ -759,7 +788,7 @@ func TestModels(t *testing.T) {
 		key    string
 		models []string
 	}{
-		{f.projectKey, []string{"badcred-model", "broken-model", "by-name-model", "demo-model", "down-model", "limited-model", "slow-model", "stalling-model"}},
+		{f.projectKey, []string{"badcred-model", "breaking-model", "broken-model", "by-name-model", "demo-model", "down-model", "limited-model", "slow-model", "stalling-model"}},
 		{f.otherKey, []string{"other-model"}},
 		{f.scopedKey, []string{"demo-model", "slow-model"}},
 	} {
