@@ -157,20 +157,14 @@ func (a *Azure) Run(ctx context.Context) error { return a.run(ctx) }
 // nothing. A new one costs one more request, for the tenant's OpenID
 // configuration.
 func (a *Azure) fetch(ctx context.Context) (string, time.Duration, error) {
-	c := *a.client
-	base := c.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	var sendErr error
-	c.Transport = contextTransport{base: base, ctx: ctx, err: &sendErr}
-	cred, err := a.credential(&c)
+	c, sendErr := withContext(a.client, ctx)
+	cred, err := a.credential(c)
 	if err != nil {
 		return "", 0, errors.New("azidentity refused the credential")
 	}
 	tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{AzureScope}})
 	if err != nil {
-		return "", 0, describeEntra(ctx, err, sendErr)
+		return "", 0, describeEntra(ctx, err, *sendErr)
 	}
 	// The expiry is on the real clock.
 	return tok.Token, time.Until(tok.ExpiresOn), nil

@@ -170,16 +170,10 @@ func (g *Google) fetch(ctx context.Context) (string, time.Duration, error) {
 	// x/oauth2's JWT flow sends its request without a context; the
 	// transport gives it ours, so that a hung endpoint or a shutdown
 	// ends it.
-	c := *g.client
-	base := c.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	var sendErr error
-	c.Transport = contextTransport{base: base, ctx: ctx, err: &sendErr}
-	tok, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, &c)).Token()
+	c, sendErr := withContext(g.client, ctx)
+	tok, err := g.cfg.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, c)).Token()
 	if err != nil {
-		return "", 0, describe(ctx, err, sendErr)
+		return "", 0, describe(ctx, err, *sendErr)
 	}
 	if tok.AccessToken != "" && tok.Expiry.IsZero() {
 		return "", 0, errors.New("the token endpoint answered without expires_in")
@@ -233,6 +227,21 @@ func bound(s string) string {
 		return strings.ToValidUTF8(s[:200], "") + "..."
 	}
 	return s
+}
+
+// withContext returns a copy of client whose requests are sent with ctx
+// (the token libraries send theirs without one), keeping the error of a
+// failed send in *sendErr, so that a hung endpoint or a shutdown ends the
+// fetch and its failure is described in the gateway's words.
+func withContext(client *http.Client, ctx context.Context) (c *http.Client, sendErr *error) {
+	cp := *client
+	base := cp.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	sendErr = new(error)
+	cp.Transport = contextTransport{base: base, ctx: ctx, err: sendErr}
+	return &cp, sendErr
 }
 
 // contextTransport sends every request with ctx and keeps the error of

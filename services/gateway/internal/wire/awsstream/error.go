@@ -26,6 +26,8 @@ func DecodeError(body []byte, errorType string) (e ir.ProviderError, ok bool) {
 		if v[0] != '"' {
 			return nil
 		}
+		// A string that does not unquote leaves its field empty: the
+		// error is then described by what else the answer holds.
 		switch {
 		case m.Is("message"), m.Is("Message"):
 			e.Message, _ = jsonx.Unquote(v)
