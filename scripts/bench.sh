@@ -158,7 +158,7 @@ MOCK_PROVIDER_CREDENTIAL="${mock_credential}" BENCH_GATEWAY_GOMAXPROCS=1 timeout
 	taskset -c 1 "${MOAT_BIN}/bench" \
 	-gateway "${MOAT_BASE_URL}" -direct "${MOAT_MOCK_URL}" -model demo-model -translated-model demo-claude \
 	-slow-model slow-model -slow-direct "http://127.0.0.1:${slow_port}/v1" \
-	-gateway-pid "${gateway_pid}" -postgres-pid "${postmaster}" \
+	-gateway-pid "${gateway_pid}" -mock-pid "${mock_pid}" -postgres-pid "${postmaster}" \
 	-pids "nats=${nats_pid},billing=${svc_pid[billing]},audit=${svc_pid[audit]},identity=${svc_pid[identity]},config=${svc_pid[config]}" \
 	-out "${MOAT_ROOT}/.bench" -max-duration "${bench_timeout}" \
 	-step "${BENCH_STEP:-20s}" -rates "${BENCH_RATES:-100,500,1000,3000}" -rounds "${BENCH_ROUNDS:-10}" \

@@ -66,6 +66,7 @@ func attack(ctx context.Context, c config, t target, scenario string, pacer vege
 		rss.start(c.gatewayPID)
 	}
 	before := c.platform.read()
+	mockBefore := c.mockCPU(gateway)
 	var m vegeta.Metrics
 	var shed shedStats
 	for res := range hits(ctx, vegeta.NewAttacker(opts...), tgt, pacer, d, scenario) {
@@ -74,6 +75,7 @@ func attack(ctx context.Context, c config, t target, scenario string, pacer vege
 	}
 	m.Close()
 	after := c.platform.read()
+	mockUsed := c.mockCPU(gateway) - mockBefore
 	stepRSS := rss.stop()
 	if m.Requests == 0 {
 		return st, fmt.Errorf("%s %s: no request was sent", scenario, t.name)
@@ -92,9 +94,20 @@ func attack(ctx context.Context, c config, t target, scenario string, pacer vege
 			r.Platform = &platformCPU{UsPerRequest: used.perRequestUs(m.Requests), TotalUs: us(used.total()) / float64(m.Requests)}
 		}
 		r.Load = shed.load(m)
+	} else if c.mockPID > 0 && !closed {
+		r.MockCPUPerReqUs = us(mockUsed) / float64(m.Requests)
 	}
 	st.result = r
 	return st, ctx.Err()
+}
+
+// mockCPU is the mock provider's CPU time so far, on a direct step (zero
+// on a gateway step, where the mock also serves the gateway).
+func (c config) mockCPU(gateway bool) time.Duration {
+	if gateway || c.mockPID <= 0 {
+		return 0
+	}
+	return threadsCPU(c.mockPID)
 }
 
 // openLoopMaxWorkers bounds the requests in flight of an open-loop step.

@@ -37,6 +37,7 @@ type config struct {
 	translatedModel        string // a route to the mock in Anthropic's format ("" to skip)
 	maxTokens              int    // max_tokens of the direct Anthropic request
 	gatewayPID             int
+	mockPID                int // the mock provider the direct steps call: a bare net/http server's CPU per request, the reference
 	platform               platform
 	out                    string
 	step, warmup           time.Duration
@@ -68,6 +69,7 @@ func main() {
 	flag.StringVar(&c.slowGatewayModel, "slow-model", "", "a gateway model routed to a 50 ms mock")
 	flag.StringVar(&c.slowDirectURL, "slow-direct", "", "that 50 ms mock's base URL")
 	flag.IntVar(&c.gatewayPID, "gateway-pid", 0, "the gateway's pid, for CPU time and RSS")
+	flag.IntVar(&c.mockPID, "mock-pid", 0, "the mock provider's pid: its CPU time per request on the direct steps, the cost of one bare net/http server hop")
 	flag.StringVar(&pids, "pids", "", "the other platform processes whose CPU time counts, name=pid,... (nats, billing, audit, identity, config)")
 	flag.IntVar(&c.platform.postgresPID, "postgres-pid", 0, "the PostgreSQL postmaster's pid: its CPU time, its children's and its reaped children's count")
 	flag.StringVar(&c.out, "out", ".bench", "the output folder")
@@ -142,24 +144,28 @@ func isComponent(name string) bool {
 
 // result is one JSON line of raw output.
 type result struct {
-	Scenario    string         `json:"scenario"`
-	Target      string         `json:"target"`         // gateway | direct
-	Path        string         `json:"path,omitempty"` // native | translated, one at a time
-	Rate        int            `json:"rate,omitempty"`
-	Requests    uint64         `json:"requests"`
-	Success     float64        `json:"success"`
-	Throughput  float64        `json:"throughput_rps"`
-	P50ms       float64        `json:"p50_ms"`
-	P90ms       float64        `json:"p90_ms"`
-	P99ms       float64        `json:"p99_ms"`
-	MaxMs       float64        `json:"max_ms"`
-	CPUPerReqUs float64        `json:"gateway_cpu_us_per_request,omitempty"`
-	RSSMB       float64        `json:"gateway_peak_rss_mb,omitempty"`      // VmHWM, the peak since start
-	StepRSSMB   float64        `json:"gateway_step_peak_rss_mb,omitempty"` // the peak VmRSS sampled during the step
-	Platform    *platformCPU   `json:"platform_cpu,omitempty"`
-	Load        *loadStats     `json:"load,omitempty"`
-	StatusCodes map[string]int `json:"status_codes,omitempty"`
-	Errors      []string       `json:"errors,omitempty"`
+	Scenario    string  `json:"scenario"`
+	Target      string  `json:"target"`         // gateway | direct
+	Path        string  `json:"path,omitempty"` // native | translated, one at a time
+	Rate        int     `json:"rate,omitempty"`
+	Requests    uint64  `json:"requests"`
+	Success     float64 `json:"success"`
+	Throughput  float64 `json:"throughput_rps"`
+	P50ms       float64 `json:"p50_ms"`
+	P90ms       float64 `json:"p90_ms"`
+	P99ms       float64 `json:"p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	CPUPerReqUs float64 `json:"gateway_cpu_us_per_request,omitempty"`
+	// MockCPUPerReqUs, on a direct step, is the mock's CPU time per request:
+	// what one net/http server costs here to read a request and write its
+	// answer on the loopback. The gateway is a server and a client.
+	MockCPUPerReqUs float64        `json:"mock_cpu_us_per_request,omitempty"`
+	RSSMB           float64        `json:"gateway_peak_rss_mb,omitempty"`      // VmHWM, the peak since start
+	StepRSSMB       float64        `json:"gateway_step_peak_rss_mb,omitempty"` // the peak VmRSS sampled during the step
+	Platform        *platformCPU   `json:"platform_cpu,omitempty"`
+	Load            *loadStats     `json:"load,omitempty"`
+	StatusCodes     map[string]int `json:"status_codes,omitempty"`
+	Errors          []string       `json:"errors,omitempty"`
 }
 
 // platformCPU is the CPU time the platform's processes spent, per request.
@@ -266,6 +272,9 @@ func run(ctx context.Context, c config) (err error) {
 		write(r)
 		line := fmt.Sprintf("%-28s %-8s rate=%-5d n=%-6d ok=%5.1f%% p50=%8.3fms p99=%8.3fms cpu/req=%6.1fµs",
 			r.Scenario, r.Target, r.Rate, r.Requests, r.Success*100, r.P50ms, r.P99ms, r.CPUPerReqUs)
+		if r.MockCPUPerReqUs > 0 {
+			line += fmt.Sprintf(" mock cpu/req=%6.1fµs", r.MockCPUPerReqUs)
+		}
 		if r.Platform != nil {
 			line += fmt.Sprintf(" platform=%6.1fµs (with backlog %6.1fµs, drain %.1fs)", r.Platform.TotalUs, r.Platform.WithBacklogUs, r.Platform.DrainS)
 		}

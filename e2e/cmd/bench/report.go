@@ -72,15 +72,18 @@ func verdict(ok bool) string {
 	return "missed"
 }
 
-func report(c config, all []result, sum summary, loadBefore, loadAfter string) string {
-	find := func(scenario, target string) (result, bool) {
-		for _, r := range all {
-			if r.Scenario == scenario && r.Target == target {
-				return r, true
-			}
+// findResult is the first result of scenario against target.
+func findResult(all []result, scenario, target string) (result, bool) {
+	for _, r := range all {
+		if r.Scenario == scenario && r.Target == target {
+			return r, true
 		}
-		return result{}, false
 	}
+	return result{}, false
+}
+
+func report(c config, all []result, sum summary, loadBefore, loadAfter string) string {
+	find := func(scenario, target string) (result, bool) { return findResult(all, scenario, target) }
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Gateway overhead (%s)\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "Features on: %s. GOMAXPROCS of the gateway: %s. Load average before: %s; after: %s. "+
@@ -201,6 +204,10 @@ func platformTable(c config, all []result) string {
 				scenario, r.Platform.TotalUs, targetPlatformUs, verdict(r.Platform.TotalUs <= targetPlatformUs), r.Platform.WithBacklogUs,
 				r.CPUPerReqUs, targetGatewayRoundUs, verdict(r.CPUPerReqUs <= targetGatewayRoundUs),
 				targetGatewayUs, verdict(r.CPUPerReqUs <= targetGatewayUs))
+			if d, ok := findResult(all, scenario, "direct"); ok && d.MockCPUPerReqUs > 0 {
+				fmt.Fprintf(&b, "The mock alone on the direct step, one net/http server reading a request and writing its answer: %.1f µs/req "+
+					"(the gateway is a server and a client: %.2f× the mock).\n", d.MockCPUPerReqUs, r.CPUPerReqUs/d.MockCPUPerReqUs)
+			}
 		}
 	}
 	return b.String()
